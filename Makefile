@@ -1,0 +1,52 @@
+# coopcloud.ci — every target sets up what it needs and is safe to run twice.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+BIN   := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+
+.PHONY: help venv host test unit integration slow lint build demo bench clean
+
+help:
+	@echo "make test    the whole suite (sets up docker, swarm, images, virtualenv)"
+	@echo "make demo    the main job on the bundled example recipe"
+	@echo "make bench   benchmarks (figures go into README.md by hand)"
+	@echo "make lint    ruff and ansible-lint"
+	@echo "make build   ansible-galaxy collection build into .build/"
+
+$(VENV)/.stamp: requirements.txt requirements-test.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+host:
+	scripts/setup-host
+
+lint: venv
+	$(BIN)/ruff check plugins tests bench scripts bin
+	$(BIN)/ruff format --check plugins tests bench bin
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv host
+	$(BIN)/pytest tests/integration
+
+test: venv host lint
+	$(BIN)/pytest tests
+
+build: venv
+	mkdir -p .build
+	$(BIN)/ansible-galaxy collection build --force --output-path .build .
+
+demo: venv host
+	$(PY) scripts/demo
+
+bench: venv host
+	$(PY) bench/snapshot
+
+clean:
+	rm -rf .build .pytest_cache .ruff_cache

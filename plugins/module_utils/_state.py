@@ -1,0 +1,81 @@
+# Copyright: coopcloud.ci developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""State files on disk. PRIVATE to the collection: no compatibility promises.
+
+Every state file (registry, manifest, alert, run record) is written atomically: a
+temporary sibling, fsync, rename over the target, fsync of the directory. A reader
+therefore sees the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from typing import Any
+
+
+class StateError(RuntimeError):
+    """A state file is missing, unreadable or malformed. The message names the file."""
+
+
+def utc_now() -> str:
+    """UTC ISO-8601 with a ``Z``, to the second: ``2026-11-26T23:30:56Z``."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def dumps(obj: Any) -> bytes:
+    """The one JSON form of state files: sorted keys, two-space indent, newline."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_json(path: str, obj: Any, mode: int = 0o644) -> None:
+    atomic_write_bytes(path, dumps(obj), mode)
+
+
+def read_json(path: str, default: Any = StateError) -> Any:
+    """The parsed file; ``default`` when it does not exist (or raise when none is given)."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        if default is StateError:
+            raise StateError(f"state file {path} does not exist") from None
+        return default
+    except OSError as exc:
+        raise StateError(f"state file {path} cannot be read: {exc.strerror}") from exc
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise StateError(
+            f"state file {path} is not valid JSON ({exc}); it may be truncated or hand-edited"
+        ) from exc

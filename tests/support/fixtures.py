@@ -1,0 +1,88 @@
+"""pytest fixtures shared by unit and integration tests (loaded from tests/conftest.py)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support import recipes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def unique() -> str:
+    """Six random hex digits: the run id / name prefix of one test."""
+    return secrets.token_hex(3)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """The real engine, in swarm mode. `make host` sets both up; this fails loudly if not."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        info = client.info()
+    except Exception as exc:  # noqa: BLE001 - any failure here means "no engine"
+        pytest.fail(f"no Docker engine answers ({exc}); run `make host` first")
+    if info.get("Swarm", {}).get("LocalNodeState") != "active":
+        pytest.fail("the Docker engine is not in swarm mode; run `make host` first")
+    return client
+
+
+@pytest.fixture(scope="session")
+def examples_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("recipes")
+
+
+@pytest.fixture(scope="session")
+def examples(examples_root) -> dict[str, dict]:
+    """The example recipes as real git repositories (see support/recipes.py)."""
+    return recipes.make_examples(examples_root)
+
+
+@pytest.fixture
+def state_dir(tmp_path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+def remove_stack_everything(stack: str) -> None:
+    """Test clean-up: the stack, then its volumes and secrets, by namespace label only."""
+    subprocess.run(["docker", "stack", "rm", stack], capture_output=True, check=False)
+    label = f"label=com.docker.stack.namespace={stack}"
+    for _ in range(60):
+        left = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True
+        ).stdout.split()
+        if not left:
+            break
+        subprocess.run(["sleep", "0.5"], check=False)
+    for kind in ("volume", "secret", "config", "network"):
+        names = subprocess.run(
+            ["docker", kind, "ls", "-q", "--filter", label], capture_output=True, text=True
+        ).stdout.split()
+        if names:
+            subprocess.run(["docker", kind, "rm", *names], capture_output=True, check=False)
+
+
+@pytest.fixture
+def cleanup_stacks():
+    """Register stack names; everything in their namespace is removed after the test."""
+    stacks: list[str] = []
+    yield stacks
+    for stack in stacks:
+        remove_stack_everything(stack)
