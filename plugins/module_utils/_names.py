@@ -94,7 +94,12 @@ def validate_ref(ref: object) -> str:
             f"ref {ref!r} is invalid: use a commit (7-40 hex digits), a tag or a branch name "
             "of letters, digits and . _ + / -"
         )
-    if ref.startswith(("-", "/", ".")) or ref.endswith(("/", ".", ".lock")) or ".." in ref or "//" in ref:
+    if (
+        ref.startswith(("-", "/", "."))
+        or ref.endswith(("/", ".", ".lock"))
+        or ".." in ref
+        or "//" in ref
+    ):
         raise ValidationError(f"ref {ref!r} is invalid: it is not a plain git ref name")
     return ref
 

@@ -50,16 +50,23 @@ def _env() -> dict[str, str]:
     }
 
 
-def _run(private_dir: Path, playbook: str, extravars: dict | None, cmdline: str,
-         keep: Path | None) -> Result:
+def _run(
+    private_dir: Path, playbook: str, extravars: dict | None, cmdline: str, keep: Path | None
+) -> Result:
     tasks: list[dict[str, Any]] = []
 
     def on_event(event: dict) -> bool:
-        if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_skipped",
-                                  "runner_item_on_ok", "runner_item_on_failed"):
+        if event.get("event") in (
+            "runner_on_ok",
+            "runner_on_failed",
+            "runner_on_skipped",
+            "runner_item_on_ok",
+            "runner_item_on_failed",
+        ):
             data = event.get("event_data", {})
-            tasks.append({"task": data.get("task"), "event": event["event"],
-                          "res": data.get("res", {})})
+            tasks.append(
+                {"task": data.get("task"), "event": event["event"], "res": data.get("res", {})}
+            )
         return True
 
     runner = ansible_runner.run(
@@ -75,19 +82,32 @@ def _run(private_dir: Path, playbook: str, extravars: dict | None, cmdline: str,
         rotate_artifacts=1,
     )
     stdout = runner.stdout.read()
-    return Result(rc=runner.rc, status=runner.status, stdout=stdout, tasks=tasks,
-                  artifacts=Path(runner.config.artifact_dir) if keep else None)
+    return Result(
+        rc=runner.rc,
+        status=runner.status,
+        stdout=stdout,
+        tasks=tasks,
+        artifacts=Path(runner.config.artifact_dir) if keep else None,
+    )
 
 
-def run_module(fqcn: str, args: dict[str, Any], *, check: bool = False, diff: bool = False,
-               name: str = "module under test") -> Result:
+def run_module(
+    fqcn: str,
+    args: dict[str, Any],
+    *,
+    check: bool = False,
+    diff: bool = False,
+    name: str = "module under test",
+) -> Result:
     """Run one module as one task on localhost; ``Result.last`` is its result."""
-    play = [{
-        "name": "run one module",
-        "hosts": "localhost",
-        "gather_facts": False,
-        "tasks": [{"name": name, fqcn: args}],
-    }]
+    play = [
+        {
+            "name": "run one module",
+            "hosts": "localhost",
+            "gather_facts": False,
+            "tasks": [{"name": name, fqcn: args}],
+        }
+    ]
     with tempfile.TemporaryDirectory(prefix="ccci-runner-") as tmp:
         private = Path(tmp)
         (private / "project").mkdir()
@@ -97,14 +117,18 @@ def run_module(fqcn: str, args: dict[str, Any], *, check: bool = False, diff: bo
         return _run(private, str(playbook), None, flags, None)
 
 
-def run_playbook(playbook: str, extravars: dict | None = None, *, check: bool = False,
-                 private_dir: Path | None = None) -> Result:
+def run_playbook(
+    playbook: str,
+    extravars: dict | None = None,
+    *,
+    check: bool = False,
+    private_dir: Path | None = None,
+) -> Result:
     """Run ``playbooks/<playbook>`` with extra vars; artifacts stay under ``private_dir``."""
     path = ROOT / "playbooks" / playbook
     if private_dir is None:
         private_dir = Path(tempfile.mkdtemp(prefix="ccci-runner-"))
-    return _run(Path(private_dir), str(path), extravars, "--check" if check else "",
-                private_dir)
+    return _run(Path(private_dir), str(path), extravars, "--check" if check else "", private_dir)
 
 
 def dump(result: Result) -> str:

@@ -173,15 +173,20 @@ def make_custom_html(path: Path) -> dict:
     c1 = commit(
         repo,
         "custom-html 1.0.0+1.28",
-        {**base, "compose.yml": html_compose("ccci/web:1.28", "1.0.0+1.28"),
-         "releaseNotes/1.0.0+1.28.md": "First release.\n"},
+        {
+            **base,
+            "compose.yml": html_compose("ccci/web:1.28", "1.0.0+1.28"),
+            "releaseNotes/1.0.0+1.28.md": "First release.\n",
+        },
         tag="1.0.0+1.28",
     )
     c2 = commit(
         repo,
         "custom-html 1.1.0+1.29",
-        {"compose.yml": html_compose("ccci/web:1.29", "1.1.0+1.29"),
-         "releaseNotes/1.1.0+1.29.md": "Upgrade to web 1.29.\n"},
+        {
+            "compose.yml": html_compose("ccci/web:1.29", "1.1.0+1.29"),
+            "releaseNotes/1.1.0+1.29.md": "Upgrade to web 1.29.\n",
+        },
         tag="1.1.0+1.29",
     )
     git(repo, "checkout", "-q", "-b", "broken")
@@ -315,15 +320,20 @@ def make_notes(path: Path) -> dict:
     c1 = commit(
         repo,
         "notes 1.0.0+2.0",
-        {**base, "compose.yml": notes_compose("ccci/web:2.0", "1.0.0+2.0"),
-         "releaseNotes/1.0.0+2.0.md": "First release.\n"},
+        {
+            **base,
+            "compose.yml": notes_compose("ccci/web:2.0", "1.0.0+2.0"),
+            "releaseNotes/1.0.0+2.0.md": "First release.\n",
+        },
         tag="1.0.0+2.0",
     )
     c2 = commit(
         repo,
         "notes 1.1.0+2.1",
-        {"compose.yml": notes_compose("ccci/web:2.1", "1.1.0+2.1"),
-         "releaseNotes/1.1.0+2.1.md": "Web 2.1; the db cache is now tunable.\n"},
+        {
+            "compose.yml": notes_compose("ccci/web:2.1", "1.1.0+2.1"),
+            "releaseNotes/1.1.0+2.1.md": "Web 2.1; the db cache is now tunable.\n",
+        },
         tag="1.1.0+2.1",
     )
     return {
