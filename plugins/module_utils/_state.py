@@ -9,6 +9,7 @@ therefore sees the old file or the new one, never a torn one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -45,10 +46,8 @@ def atomic_write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     fsync_dir(directory)
 
