@@ -1,0 +1,627 @@
+# Copyright: coopcloud.ci developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Swarm stack state, pure predicates over it, and one waiter. PRIVATE to the collection.
+
+Three layers, each usable alone:
+
+- :func:`read_stack` turns what the Docker engine says about one stack (services,
+  tasks, networks, volumes, secrets, configs, containers, all matched by the label
+  ``com.docker.stack.namespace=<stack>``) into plain dataclasses (:class:`StackState`).
+  It is the only function here that talks to the engine.
+- Predicates over a :class:`StackState` that do no I/O: :func:`converged`,
+  :func:`deploy_failure`, :func:`failed_tasks`, :func:`is_gone`, :func:`deployed_version`,
+  :func:`deployed_commit`. Unit tests feed them hand-made states.
+- :func:`wait_until`, a small poll loop on ``time.monotonic()`` that returns a
+  :class:`WaitResult` (ok, attempts, elapsed, last) and, on timeout, raises
+  :class:`WaitTimeout` stating the last observed condition. :func:`wait_converged` and
+  :func:`wait_gone` are built on it; the health gate reuses it with its own probes.
+
+Engine API 1.41 (Docker 20.10). Containers and volumes are listed through the engine
+that answers (the manager the plays run on): on a multi-node swarm a volume lives on the
+node where its task ran; :attr:`TaskState.node_id` says which node that is.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+NAMESPACE_LABEL = "com.docker.stack.namespace"
+#: Deploy labels the driver adds to every service of a stack it deploys.
+COMMIT_LABEL = "coop-cloud.ccci.commit"
+VERSION_LABEL = "coop-cloud.ccci.version"
+
+#: Task states after which a task never runs again.
+FAILED_STATES = frozenset({"failed", "rejected"})
+#: Service update states meaning "the swarm is still rolling the service".
+UPDATING_STATES = frozenset({"updating", "rollback_started"})
+#: Service update states meaning "the last update did not take".
+BROKEN_UPDATE_STATES = frozenset({"paused", "rollback_paused", "rollback_completed"})
+
+_OLD_VERSION_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
+
+
+class SwarmError(RuntimeError):
+    """Something on the swarm is not as asked. The message is one sentence for the user.
+
+    Evidence travels with it: ``cmd``, ``rc``, ``stdout``, ``stderr`` when a command ran,
+    ``tasks`` (task summaries with their own error text) and ``state`` (the last
+    :class:`StackState` observed) when a wait ended.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cmd: list[str] | None = None,
+        rc: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+        tasks: list[dict[str, Any]] | None = None,
+        state: Any = None,
+        result: WaitResult | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.cmd = cmd
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+        self.tasks = tasks or []
+        self.state = state
+        self.result = result
+
+    def evidence(self) -> dict[str, Any]:
+        """The facts for ``fail_json``: only the keys that carry something."""
+        out: dict[str, Any] = {}
+        if self.cmd is not None:
+            out["cmd"] = self.cmd
+        if self.rc is not None:
+            out.update(rc=self.rc, stdout=self.stdout, stderr=self.stderr)
+        if self.tasks:
+            out["tasks"] = self.tasks
+        if self.result is not None:
+            out["attempts"] = self.result.attempts
+            out["elapsed"] = round(self.result.elapsed, 3)
+        return out
+
+
+class WaitTimeout(SwarmError):
+    """A wait ran out of time; the message states the last observed condition."""
+
+
+class WaitFailed(SwarmError):
+    """A wait stopped early: what it waits for can no longer happen (e.g. a rejected task)."""
+
+
+# --- state ------------------------------------------------------------------------------
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    """Docker's RFC 3339 timestamps (nanoseconds, ``Z``) as aware UTC datetimes."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    text = value.rstrip("Z")
+    if "+" in text[10:]:
+        text = text[: text.index("+", 10)]
+    if "." in text:
+        head, frac = text.split(".", 1)
+        text = f"{head}.{frac[:6]}"
+    parsed = datetime.datetime.fromisoformat(text)
+    return parsed.replace(tzinfo=datetime.UTC)
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass
+class TaskState:
+    id: str
+    service: str
+    slot: int | None
+    state: str
+    desired_state: str
+    message: str = ""
+    error: str = ""
+    image: str = ""
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+    exit_code: int | None = None
+    container_id: str | None = None
+    node_id: str | None = None
+    #: The task runs the service's current container spec (not a previous deploy's).
+    current: bool = True
+    health: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running" and self.desired_state == "running"
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+    def text(self) -> str:
+        """The task's own words: its error, else its status message."""
+        return self.error or self.message or self.state
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "service": self.service,
+            "slot": self.slot,
+            "state": self.state,
+            "desired_state": self.desired_state,
+            "error": self.error,
+            "message": self.message,
+            "image": self.image,
+            "exit_code": self.exit_code,
+            "node_id": self.node_id,
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+@dataclass
+class ServiceState:
+    name: str
+    short_name: str
+    image: str
+    replicas_desired: int
+    replicas_running: int
+    labels: dict[str, str] = field(default_factory=dict)
+    updated_at: datetime.datetime | None = None
+    update_state: str | None = None
+    update_message: str = ""
+    update_started_at: datetime.datetime | None = None
+    mode: str = "replicated"
+    tasks: list[TaskState] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "short_name": self.short_name,
+            "image": self.image,
+            "replicas_running": self.replicas_running,
+            "replicas_desired": self.replicas_desired,
+            "update_state": self.update_state,
+        }
+
+
+@dataclass
+class VolumeInfo:
+    name: str
+    short_name: str
+    mountpoint: str = ""
+    driver: str = "local"
+    node: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StackState:
+    stack: str
+    services: list[ServiceState] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    volumes: list[VolumeInfo] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+    configs: list[str] = field(default_factory=list)
+    #: Containers of the stack on the answering engine, running or exited.
+    containers: list[str] = field(default_factory=list)
+    observed_at: datetime.datetime | None = None
+
+    def service(self, short_name: str) -> ServiceState | None:
+        for svc in self.services:
+            if svc.short_name == short_name:
+                return svc
+        return None
+
+    @property
+    def deployed(self) -> bool:
+        return bool(self.services)
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
+
+
+def _short(stack: str, name: str) -> str:
+    prefix = f"{stack}_"
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def task_from_api(raw: dict[str, Any], service: str, current_spec: dict | None) -> TaskState:
+    """One task of the engine's ``GET /tasks`` as a :class:`TaskState`."""
+    status = raw.get("Status") or {}
+    container = status.get("ContainerStatus") or {}
+    spec = (raw.get("Spec") or {}).get("ContainerSpec") or {}
+    return TaskState(
+        id=raw.get("ID", ""),
+        service=service,
+        slot=raw.get("Slot"),
+        state=status.get("State", ""),
+        desired_state=raw.get("DesiredState", ""),
+        message=status.get("Message", "") or "",
+        error=status.get("Err", "") or "",
+        image=spec.get("Image", ""),
+        created_at=parse_time(raw.get("CreatedAt")),
+        updated_at=parse_time(status.get("Timestamp") or raw.get("UpdatedAt")),
+        exit_code=container.get("ExitCode"),
+        container_id=container.get("ContainerID") or None,
+        node_id=raw.get("NodeID") or None,
+        current=current_spec is None or spec == current_spec,
+    )
+
+
+def service_from_api(raw: dict[str, Any], stack: str, tasks: list[dict]) -> ServiceState:
+    """One service of ``GET /services`` plus its tasks as a :class:`ServiceState`."""
+    spec = raw.get("Spec") or {}
+    name = spec.get("Name", "")
+    container_spec = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+    mode = spec.get("Mode") or {}
+    update = raw.get("UpdateStatus") or {}
+    task_states = [task_from_api(t, name, container_spec) for t in tasks]
+    task_states.sort(
+        key=lambda t: (
+            t.slot or 0,
+            t.created_at or datetime.datetime.min.replace(tzinfo=datetime.UTC),
+        )
+    )
+    running = sum(1 for t in task_states if t.running)
+    if "Global" in mode:
+        kind = "global"
+        desired = sum(1 for t in task_states if t.desired_state == "running") or 1
+    else:
+        kind = "replicated"
+        desired = int((mode.get("Replicated") or {}).get("Replicas", 1))
+    return ServiceState(
+        name=name,
+        short_name=_short(stack, name),
+        image=container_spec.get("Image", ""),
+        replicas_desired=desired,
+        replicas_running=running,
+        labels=dict(spec.get("Labels") or {}),
+        updated_at=parse_time(raw.get("UpdatedAt")),
+        update_state=update.get("State") or None,
+        update_message=update.get("Message", "") or "",
+        update_started_at=parse_time(update.get("StartedAt")),
+        mode=kind,
+        tasks=task_states,
+    )
+
+
+def read_stack(client, stack: str, *, health: bool = False) -> StackState:
+    """Everything of ``stack`` the engine knows, matched by its namespace label only.
+
+    ``health`` also inspects the containers of running tasks on the answering node to
+    fill :attr:`TaskState.health` (one more call per container).
+    """
+    label = {"label": f"{NAMESPACE_LABEL}={stack}"}
+    api = client.api
+    services = []
+    for raw in api.services(filters=label):
+        tasks = api.tasks(filters={"service": raw["ID"]})
+        services.append(service_from_api(raw, stack, tasks))
+    services.sort(key=lambda s: s.short_name)
+    if health:
+        for svc in services:
+            for task in svc.tasks:
+                if task.running and task.container_id:
+                    task.health = _container_health(api, task.container_id)
+    node = ""
+    volumes = []
+    raw_volumes = (api.volumes(filters=label) or {}).get("Volumes") or []
+    if raw_volumes:
+        node = (client.info() or {}).get("Name", "")
+    for vol in raw_volumes:
+        volumes.append(
+            VolumeInfo(
+                name=vol["Name"],
+                short_name=_short(stack, vol["Name"]),
+                mountpoint=vol.get("Mountpoint", ""),
+                driver=vol.get("Driver", "local"),
+                node=node,
+                labels=dict(vol.get("Labels") or {}),
+            )
+        )
+    volumes.sort(key=lambda v: v.name)
+    return StackState(
+        stack=stack,
+        services=services,
+        networks=sorted(n["Name"] for n in api.networks(filters=label)),
+        volumes=volumes,
+        secrets=sorted(s["Spec"]["Name"] for s in api.secrets(filters=label)),
+        configs=sorted(c["Spec"]["Name"] for c in api.configs(filters=label)),
+        containers=sorted(c["Id"] for c in api.containers(all=True, filters=label)),
+        observed_at=utc_now(),
+    )
+
+
+def _container_health(api, container_id: str) -> str | None:
+    try:
+        info = api.inspect_container(container_id)
+    except Exception:  # on another node, or just removed: health unknown
+        return None
+    health = ((info.get("State") or {}).get("Health") or {}).get("Status")
+    return health or None
+
+
+# --- predicates (no I/O) ----------------------------------------------------------------
+
+
+def _since_ok(task: TaskState, since: datetime.datetime | None) -> bool:
+    if since is None:
+        return True
+    stamp = task.updated_at or task.created_at
+    return stamp is not None and stamp >= since
+
+
+def failed_tasks(state: StackState, since: datetime.datetime | None = None) -> list[TaskState]:
+    """Tasks that ended Failed or Rejected (at or after ``since``), oldest first."""
+    out = [t for svc in state.services for t in svc.tasks if t.failed and _since_ok(t, since)]
+    out.sort(
+        key=lambda t: (
+            t.updated_at or t.created_at or datetime.datetime.min.replace(tzinfo=datetime.UTC)
+        )
+    )
+    return out
+
+
+def _latest_per_slot(svc: ServiceState) -> list[TaskState]:
+    latest: dict[Any, TaskState] = {}
+    for task in svc.tasks:
+        key = task.slot if svc.mode == "replicated" else task.node_id
+        seen = latest.get(key)
+        if seen is None or (task.created_at or _MIN) >= (seen.created_at or _MIN):
+            latest[key] = task
+    return list(latest.values())
+
+
+_MIN = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def _task_line(task: TaskState) -> str:
+    return f"task {task.id[:12]} of {task.service} is {task.state}: {task.text()}"
+
+
+def deploy_failure(
+    state: StackState, since: datetime.datetime | None = None, max_failures: int = 3
+) -> str | None:
+    """Why this deploy can no longer converge, or ``None`` while it still may.
+
+    A task Rejected at or after ``since`` (e.g. ``No such image``), a service with
+    ``max_failures`` or more Failed tasks since then (it keeps failing), or an update the
+    swarm paused or rolled back after ``since``. The sentence quotes the task's own error.
+    """
+    for svc in state.services:
+        mine = [t for t in svc.tasks if t.failed and _since_ok(t, since)]
+        rejected = [t for t in mine if t.state == "rejected"]
+        if rejected:
+            return f"service {svc.name} cannot start: {_task_line(rejected[-1])}"
+        if len(mine) >= max_failures:
+            return (
+                f"service {svc.name} keeps failing ({len(mine)} failed tasks): "
+                f"{_task_line(mine[-1])}"
+            )
+        if svc.update_state in BROKEN_UPDATE_STATES and (
+            since is None or (svc.update_started_at or _MIN) >= since
+        ):
+            detail = f": {_task_line(mine[-1])}" if mine else ""
+            return (
+                f"the update of service {svc.name} did not take "
+                f"({svc.update_state}: {svc.update_message}){detail}"
+            )
+    return None
+
+
+def converged(state: StackState, since: datetime.datetime | None = None) -> tuple[bool, str]:
+    """Is every service of the stack running its current spec? ``(ok, reason)``.
+
+    Converged means, for every service: running replicas equal desired ones; every
+    running task runs the service's current spec and image; no update in progress or
+    broken; no task Rejected at or after ``since``; and no slot whose latest task is a
+    Failed one since then. A task that failed once and was replaced by a running one
+    does not block convergence (many apps restart once while a dependency boots);
+    :func:`deploy_failure` catches a service that keeps failing, and callers wanting
+    zero tolerance use :func:`failed_tasks`.
+    """
+    if not state.services:
+        return False, f"stack {state.stack} has no services"
+    parts = []
+    for svc in state.services:
+        rejected = [t for t in svc.tasks if t.state == "rejected" and _since_ok(t, since)]
+        if rejected:
+            return False, f"service {svc.name}: {_task_line(rejected[-1])}"
+        if svc.update_state in UPDATING_STATES:
+            return False, f"service {svc.name}: update {svc.update_state} ({svc.update_message})"
+        if svc.update_state in BROKEN_UPDATE_STATES and (
+            since is None or (svc.update_started_at or _MIN) >= since
+        ):
+            return False, f"service {svc.name}: update {svc.update_state} ({svc.update_message})"
+        for task in _latest_per_slot(svc):
+            # Only the latest task of a slot counts: a failed one that was replaced is past.
+            if task.failed and _since_ok(task, since):
+                return False, f"service {svc.name}: {_task_line(task)}"
+        stale = [t for t in svc.tasks if t.running and (not t.current or t.image != svc.image)]
+        if stale:
+            return False, (
+                f"service {svc.name}: task {stale[0].id[:12]} still runs a previous spec "
+                f"({stale[0].image}, want {svc.image})"
+            )
+        if svc.replicas_running != svc.replicas_desired:
+            pending = [
+                t for t in _latest_per_slot(svc) if not t.running and t.desired_state == "running"
+            ]
+            detail = f"; {_task_line(pending[0])}" if pending else ""
+            return False, (
+                f"service {svc.name}: {svc.replicas_running}/{svc.replicas_desired} running{detail}"
+            )
+        parts.append(f"{svc.short_name} {svc.replicas_running}/{svc.replicas_desired} {svc.image}")
+    return True, f"stack {state.stack} converged: " + ", ".join(parts)
+
+
+def is_gone(state: StackState) -> tuple[bool, str]:
+    """No service, no container (running or exited) and no network of the stack is left."""
+    left = []
+    if state.services:
+        left.append(f"{len(state.services)} services")
+    if state.containers:
+        left.append(f"{len(state.containers)} containers")
+    if state.networks:
+        left.append(f"networks {', '.join(state.networks)}")
+    if left:
+        return False, f"stack {state.stack} still has " + ", ".join(left)
+    return True, f"stack {state.stack} is gone"
+
+
+def _ordered(state: StackState) -> list[ServiceState]:
+    """Services with ``app`` first: recipes put their version label there."""
+    return sorted(state.services, key=lambda s: (s.short_name != "app", s.short_name))
+
+
+def deployed_version(state: StackState) -> str | None:
+    """The recipe version the stack runs, from its services' labels.
+
+    Looks for, in order: the new form ``coop-cloud.<stack>.version`` (on ``app`` first,
+    then any service), the old per-service form ``coop-cloud.<stack>.<service>.version``
+    (``<tag>-<digest8>``: the digest suffix is dropped), then the driver's own
+    ``coop-cloud.ccci.version``. Empty labels are skipped.
+    """
+    new_key = f"coop-cloud.{state.stack}.version"
+    services = _ordered(state)
+    for svc in services:
+        value = (svc.labels.get(new_key) or "").strip()
+        if value:
+            return value
+    for svc in services:
+        value = (svc.labels.get(f"coop-cloud.{state.stack}.{svc.short_name}.version") or "").strip()
+        if value:
+            return _OLD_VERSION_SUFFIX.sub("", value)
+    for svc in services:
+        value = (svc.labels.get(VERSION_LABEL) or "").strip()
+        if value:
+            return value
+    return None
+
+
+def deployed_commit(state: StackState) -> str | None:
+    """The recipe commit the driver deployed (label ``coop-cloud.ccci.commit``).
+
+    Only when every service carries the same commit: a stack of mixed or unlabelled
+    services was not deployed whole from one commit by this driver, and gives ``None``.
+    """
+    commits = {(svc.labels.get(COMMIT_LABEL) or "").strip() for svc in state.services}
+    if len(commits) != 1:
+        return None
+    commit = commits.pop()
+    return commit or None
+
+
+# --- waiting ----------------------------------------------------------------------------
+
+
+@dataclass
+class Observation:
+    """What a probe saw: ``ok`` ends the wait, ``fatal`` ends it early with an error."""
+
+    ok: bool
+    reason: str
+    value: Any = None
+    fatal: bool = False
+
+
+@dataclass
+class WaitResult:
+    ok: bool
+    attempts: int
+    elapsed: float
+    last: Any
+    reason: str
+
+
+def wait_until(
+    probe: Callable[[], Observation],
+    timeout: float,
+    interval: float = 1.0,
+    *,
+    what: str = "the condition",
+    raise_on_timeout: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WaitResult:
+    """Call ``probe`` every ``interval`` seconds until it is ok, fatal, or ``timeout`` passed.
+
+    Returns a :class:`WaitResult` whose ``last`` is the last observed value. A fatal
+    observation raises :class:`WaitFailed` at once; running out of time raises
+    :class:`WaitTimeout` (or returns ``ok=False`` when ``raise_on_timeout`` is false),
+    and both messages state the last observed condition.
+    """
+    start = clock()
+    attempts = 0
+    while True:
+        attempts += 1
+        seen = probe()
+        elapsed = clock() - start
+        result = WaitResult(seen.ok, attempts, elapsed, seen.value, seen.reason)
+        if seen.ok:
+            return result
+        if seen.fatal:
+            raise WaitFailed(seen.reason, state=seen.value, result=result)
+        if elapsed >= timeout:
+            if not raise_on_timeout:
+                return result
+            raise WaitTimeout(
+                f"timed out after {elapsed:.0f}s waiting for {what}; last seen: {seen.reason}",
+                state=seen.value,
+                result=result,
+            )
+        sleep(max(0.0, min(interval, timeout - elapsed)))
+
+
+def wait_converged(
+    client,
+    stack: str,
+    timeout: float,
+    since: datetime.datetime | None = None,
+    *,
+    interval: float = 1.0,
+    max_failures: int = 3,
+) -> WaitResult:
+    """Wait until :func:`converged`; fail fast on :func:`deploy_failure`.
+
+    The error (``WaitFailed`` or ``WaitTimeout``) carries the failed tasks with their own
+    error text in ``.tasks`` and the last :class:`StackState` in ``.state``.
+    """
+
+    def probe() -> Observation:
+        state = read_stack(client, stack)
+        failure = deploy_failure(state, since, max_failures)
+        if failure:
+            return Observation(False, f"stack {stack} failed to deploy: {failure}", state, True)
+        ok, reason = converged(state, since)
+        return Observation(ok, reason, state)
+
+    try:
+        return wait_until(probe, timeout, interval, what=f"stack {stack} to converge")
+    except SwarmError as exc:
+        if isinstance(exc.state, StackState):
+            exc.tasks = [t.summary() for t in failed_tasks(exc.state, since)][-10:]
+        raise
+
+
+def wait_gone(client, stack: str, timeout: float, *, interval: float = 0.5) -> WaitResult:
+    """Wait until no service, container or network of ``stack`` is left (see :func:`is_gone`)."""
+
+    def probe() -> Observation:
+        state = read_stack(client, stack)
+        ok, reason = is_gone(state)
+        return Observation(ok, reason, state)
+
+    return wait_until(probe, timeout, interval, what=f"stack {stack} to be gone")
