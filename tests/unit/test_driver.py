@@ -1,0 +1,277 @@
+"""The drivers without an engine: argv, the labels overlay, evidence on failure."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.coopcloud.ci.plugins.module_utils import _driver as drv
+from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
+    AbraDriver,
+    DriverError,
+    StackDriver,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
+    StackState,
+    WaitResult,
+)
+
+
+class Recorder:
+    """Stands in for subprocess.run: records argv, cwd and env; answers as told."""
+
+    def __init__(self, answers=None):
+        self.calls = []
+        self.answers = list(answers or [])
+
+    def __call__(self, cmd, cwd=None, env=None, **kwargs):
+        self.calls.append({"cmd": cmd, "cwd": cwd, "env": env})
+        rc, out, err = self.answers.pop(0) if self.answers else (0, "ok\n", "")
+        return subprocess.CompletedProcess(cmd, rc, out, err)
+
+
+class FakeSecrets:
+    def __init__(self, names=()):
+        self.items = [type("S", (), {"name": n})() for n in names]
+        self.created = []
+
+    def list(self, **kwargs):
+        return list(self.items)
+
+    def create(self, name, data, labels):
+        self.created.append((name, data, labels))
+
+
+class FakeClient:
+    def __init__(self, secrets=()):
+        self.secrets = FakeSecrets(secrets)
+
+
+COMPOSE = """\
+version: "3.8"
+services:
+  app:
+    image: ccci/web:1.29
+  db:
+    image: ccci/busybox:latest
+"""
+OVERLAY = """\
+version: "3.8"
+services:
+  db:
+    deploy:
+      labels: ["x=y"]
+  cache:
+    image: ccci/busybox:latest
+"""
+
+
+@pytest.fixture
+def recipe(tmp_path) -> Path:
+    root = tmp_path / "recipe"
+    (root / "db").mkdir(parents=True)
+    (root / "compose.yml").write_text(COMPOSE)
+    (root / "db" / "compose.tune.yml").write_text(OVERLAY)
+    return root
+
+
+def test_compose_services_merges_files_in_order(recipe):
+    assert drv.compose_services(str(recipe), ["compose.yml", "db/compose.tune.yml"]) == (
+        ["app", "db", "cache"],
+        "3.8",
+    )
+
+
+def test_compose_services_errors_name_the_file(recipe):
+    with pytest.raises(DriverError, match=r"compose file missing.yml cannot be read"):
+        drv.compose_services(str(recipe), ["missing.yml"])
+    (recipe / "bad.yml").write_text("services: [\n")
+    with pytest.raises(DriverError, match=r"compose file bad.yml is not valid YAML"):
+        drv.compose_services(str(recipe), ["bad.yml"])
+
+
+def test_labels_overlay_labels_every_service_and_escapes_dollars():
+    text = drv.labels_overlay(["app", "db"], "3.8", {"coop-cloud.ccci.commit": "abc", "v": "$X"})
+    doc = yaml.safe_load(text)
+    assert doc == {
+        "version": "3.8",
+        "services": {
+            "app": {"deploy": {"labels": {"coop-cloud.ccci.commit": "abc", "v": "$$X"}}},
+            "db": {"deploy": {"labels": {"coop-cloud.ccci.commit": "abc", "v": "$$X"}}},
+        },
+    }
+
+
+def test_stack_deploy_argv_and_environment(recipe, monkeypatch):
+    runner = Recorder()
+    client = FakeClient(secrets=["s_ccci_test_db_password_v1"])
+    driver = StackDriver(client=client, runner=runner)
+    seen = {}
+
+    def fake_wait(stack, timeout, since):
+        seen.update(stack=stack, timeout=timeout, since=since)
+        return WaitResult(True, 2, 1.5, StackState(stack=stack), "converged")
+
+    monkeypatch.setattr(driver, "wait_converged", fake_wait)
+    monkeypatch.setenv("CCCI_FROM_PROCESS", "kept")
+    out = driver.deploy(
+        "s_ccci_test",
+        str(recipe),
+        ["compose.yml", "db/compose.tune.yml"],
+        {"DOMAIN": "s.ccci.test", "STACK_NAME": "s_ccci_test", "CI_HTTP_PORT": 8080},
+        secrets={"s_ccci_test_db_password_v1": "old", "s_ccci_test_smtp_v2": "hunter2"},
+        version="1.1.0+1.29",
+        commit="fa17446f2e24aa86e32a1d5771f9318b8cc80c40",
+        timeout=42,
+    )
+    assert runner.calls[0]["cmd"] == [
+        "docker", "stack", "deploy", "--detach=true", "--resolve-image", "never", "--prune",
+        "-c", "compose.yml", "-c", "db/compose.tune.yml", "-c", "compose.ccci-labels.yml",
+        "s_ccci_test",
+    ]  # fmt: skip
+    assert runner.calls[0]["cwd"] == str(recipe)
+    env = runner.calls[0]["env"]
+    assert env["CCCI_FROM_PROCESS"] == "kept"
+    assert env["CI_HTTP_PORT"] == "8080" and env["STACK_NAME"] == "s_ccci_test"
+    # only the missing secret is created, labelled with the namespace
+    assert client.secrets.created == [
+        ("s_ccci_test_smtp_v2", b"hunter2", {"com.docker.stack.namespace": "s_ccci_test"})
+    ]
+    assert out["secrets_created"] == ["s_ccci_test_smtp_v2"]
+    assert "hunter2" not in repr(out)
+    overlay = yaml.safe_load((recipe / "compose.ccci-labels.yml").read_text())
+    labels = {
+        "coop-cloud.ccci.commit": "fa17446f2e24aa86e32a1d5771f9318b8cc80c40",
+        "coop-cloud.ccci.version": "1.1.0+1.29",
+    }
+    assert overlay["services"] == {
+        n: {"deploy": {"labels": labels}} for n in ("app", "db", "cache")
+    }
+    assert seen["stack"] == "s_ccci_test" and seen["timeout"] == 42
+    assert out["changed"] is True and out["attempts"] == 2
+
+
+def test_failed_command_carries_the_evidence(recipe):
+    runner = Recorder(
+        [
+            (
+                1,
+                "",
+                "failed to create service s_app: Error response from daemon: "
+                "rpc error: code = InvalidArgument\n",
+            )
+        ]
+    )
+    driver = StackDriver(client=FakeClient(), runner=runner)
+    with pytest.raises(DriverError) as err:
+        driver.deploy("s_ccci_test", str(recipe), ["compose.yml"], {}, timeout=1)
+    exc = err.value
+    assert str(exc).startswith("docker stack deploy of s_ccci_test failed: failed to create")
+    assert exc.rc == 1 and "InvalidArgument" in exc.stderr
+    assert exc.cmd[:3] == ["docker", "stack", "deploy"]
+    assert exc.evidence()["rc"] == 1
+
+
+def test_missing_secret_without_value_is_refused(recipe):
+    driver = StackDriver(client=FakeClient(), runner=Recorder())
+    with pytest.raises(DriverError, match="secret s_x_v1 of stack s is missing and has no value"):
+        driver.ensure_secrets("s", {"s_x_v1": ""})
+
+
+def test_no_compose_files_is_refused(recipe):
+    with pytest.raises(DriverError, match="has no compose files"):
+        StackDriver(client=FakeClient(), runner=Recorder()).deploy("s", str(recipe), [], {})
+
+
+# --- abra ----------------------------------------------------------------------------------
+
+
+def test_abra_argv():
+    abra = AbraDriver(client=FakeClient(), runner=Recorder(), server="ci.example.org")
+    assert abra.deploy_argv("t1.ccci.test") == [
+        "abra", "app", "deploy", "-C", "-c", "-f", "-n", "t1.ccci.test"]  # fmt: skip
+    assert abra.undeploy_argv("t1.ccci.test") == ["abra", "app", "undeploy", "-n", "t1.ccci.test"]
+    assert abra.remove_argv("t1.ccci.test") == ["abra", "app", "remove", "-f", "-n", "t1.ccci.test"]
+    assert abra.new_argv("custom-html", "t1.ccci.test", "1.1.0+1.29") == [
+        "abra", "app", "new", "-n", "-s", "ci.example.org", "-D", "t1.ccci.test",
+        "custom-html", "1.1.0+1.29"]  # fmt: skip
+    assert abra.new_argv("custom-html", "t1.ccci.test")[-1] == "custom-html"
+    assert AbraDriver.domain_of("t1_ccci_test") == "t1.ccci.test"
+
+
+def test_abra_deploy_prepares_a_per_run_abra_dir(recipe, tmp_path, monkeypatch):
+    runner = Recorder()
+    abra_dir = tmp_path / "abra"
+    abra = AbraDriver(client=FakeClient(), runner=runner, server="ci", abra_dir=str(abra_dir))
+    monkeypatch.setattr(
+        abra,
+        "wait_converged",
+        lambda stack, timeout, since: WaitResult(True, 1, 0.1, StackState(stack=stack), "ok"),
+    )
+    env = {
+        "TYPE": "custom-html",
+        "DOMAIN": "t1.ccci.test",
+        "STACK_NAME": "t1_ccci_test",
+        "NOTES": 'say "hi"',
+    }
+    abra.deploy(
+        "t1_ccci_test", str(recipe), ["compose.yml"], env, version="1.1.0+1.29", commit="abc1234"
+    )
+    call = runner.calls[0]
+    assert call["cmd"] == ["abra", "app", "deploy", "-C", "-c", "-f", "-n", "t1.ccci.test"]
+    assert call["env"]["ABRA_DIR"] == str(abra_dir)
+    link = abra_dir / "recipes" / "custom-html"
+    assert link.is_symlink() and link.resolve() == recipe.resolve()
+    text = (abra_dir / "servers" / "ci" / "t1.ccci.test.env").read_text()
+    assert text.splitlines() == [
+        "TYPE=custom-html:1.1.0+1.29",
+        'COMPOSE_FILE="compose.yml:compose.ccci-labels.yml"',
+        'DOMAIN="t1.ccci.test"',
+        'NOTES="say \\"hi\\""',
+        'STACK_NAME="t1_ccci_test"',
+    ]
+
+
+def test_abra_undeploy_and_remove_argv(monkeypatch):
+    runner = Recorder()
+    abra = AbraDriver(client=FakeClient(), runner=runner)
+    from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import ServiceState
+
+    deployed = StackState(
+        stack="t1_ccci_test",
+        services=[ServiceState("t1_ccci_test_app", "app", "ccci/web:1.29", 1, 1)],
+    )
+    monkeypatch.setattr(drv, "read_stack", lambda client, stack: deployed)
+    monkeypatch.setattr(abra, "wait_gone", lambda stack, timeout: None)
+    monkeypatch.setattr(
+        abra,
+        "remove_labelled",
+        lambda stack, timeout: {"volumes": ["t1_ccci_test_content"], "secrets": []},
+    )
+    out = abra.remove("t1_ccci_test")
+    assert [c["cmd"] for c in runner.calls] == [
+        ["abra", "app", "undeploy", "-n", "t1.ccci.test"],
+        ["abra", "app", "remove", "-f", "-n", "t1.ccci.test"],
+    ]
+    assert out["removed"]["volumes"] == ["t1_ccci_test_content"]
+    # nothing deployed: undeploy is a no-op that runs nothing
+    monkeypatch.setattr(drv, "read_stack", lambda client, stack: StackState(stack=stack))
+    runner.calls.clear()
+    assert abra.undeploy("t1_ccci_test") == {"changed": False, "removed": {}}
+    assert runner.calls == []
+
+
+def test_abra_env_needs_a_recipe(recipe):
+    abra = AbraDriver(client=FakeClient(), runner=Recorder())
+    with pytest.raises(DriverError, match="names no recipe"):
+        abra.prepare_abra_dir("t1_ccci_test", str(recipe), {"DOMAIN": "t1.ccci.test"}, None)
+
+
+def test_get_driver():
+    assert isinstance(drv.get_driver("stack", client=FakeClient()), StackDriver)
+    assert isinstance(drv.get_driver("abra", client=FakeClient()), AbraDriver)
+    with pytest.raises(DriverError, match="driver 'helm' is unknown: use one of stack, abra"):
+        drv.get_driver("helm")
