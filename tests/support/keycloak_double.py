@@ -453,7 +453,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------------
     def _dispatch(self, method: str) -> None:
-        self._status = 0
         split = urlsplit(self.path)
         path = unquote(split.path)
         self.query = {k: v[-1] for k, v in parse_qs(split.query).items()}
@@ -467,8 +466,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(reply.status, reply.body, reply.headers)
         except Exception as exc:  # a bug here answers like Keycloak's 500
             self._send(500, {"error": "unknown_error", "error_description": repr(exc)})
-        with self.double.lock:
-            self.double.requests.append((method, path, self._status))
 
     def _maybe_fail(self, path: str) -> None:
         with self.double.lock:
@@ -489,7 +486,9 @@ class _Handler(BaseHTTPRequestHandler):
         raise _Reply(status, f"<html><body><h1>{status} Service Unavailable</h1></body></html>")
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        self._status = status
+        # Logged before answering, so a test that got the answer also sees the entry.
+        with self.double.lock:
+            self.double.requests.append((self.command, urlsplit(self.path).path, status))
         if body is None:
             data, ctype = b"", None
         elif isinstance(body, str):
