@@ -464,6 +464,7 @@ class RelayReport:
     archived: list[str] = field(default_factory=list)  # paths under alerts/seen/
     failed: list[dict[str, str]] = field(default_factory=list)  # file, url, error
     corrupt: list[dict[str, str]] = field(default_factory=list)  # file, error
+    partial: list[str] = field(default_factory=list)  # taken by some URLs, not all yet
 
     @property
     def ok(self) -> bool:
@@ -507,7 +508,7 @@ def relay(
                 report.corrupt.append({"file": alert.name, "error": alert.error or ""})
                 continue
             title, body = render(alert)
-            complete = True
+            complete, took = True, False
             for url in urls:
                 uid = url_id(url)
                 if uid in (alert.data or {}).get("relayed_to", []):
@@ -531,6 +532,9 @@ def relay(
                     report.failed.append({"file": alert.name, "url": shown, "error": str(exc)})
                     continue
                 store.mark_delivered(alert, uid)
+                took = True
+            if took and not complete:
+                report.partial.append(alert.name)
             if complete:
                 report.delivered.append(alert.name)
                 report.archived.append(store.archive(alert))
