@@ -474,10 +474,10 @@ class RelayReport:
         parts = []
         if self.failed:
             first = self.failed[0]
+            n = len({f["file"] for f in self.failed})
             parts.append(
-                f"{len(self.failed)} alert deliver{'y' if len(self.failed) == 1 else 'ies'} "
-                f"failed, those alerts stay unseen and the next relay retries them; first: "
-                f"alert {first['file']} to {first['url']}: {first['error']}"
+                f"{n} alert(s) could not be delivered; they stay unseen and the next relay "
+                f"retries them. First failure: alert {first['file']} to {first['error']}"
             )
         if self.corrupt:
             names = ", ".join(c["error"] for c in self.corrupt)
