@@ -593,6 +593,12 @@ class RealmSpec:
     client_secret: str | None = None
     user_password: str | None = None
 
+    def __post_init__(self) -> None:
+        # Keycloak stores usernames (and emails) in lower case.
+        self.username = (self.username or "").lower()
+        if not self.username:
+            raise ValidationError("username must not be empty")
+
     @property
     def realm(self) -> str:
         return realm_name(self.recipe, self.run_id)
