@@ -44,6 +44,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import itertools
 import json
 import os
 import secrets
@@ -192,9 +193,36 @@ def find_owner_pid(start_pid: int | None = None) -> int | None:
     return None
 
 
+#: ansible-playbook options whose value may be a YAML file but is not a playbook.
+_VALUE_OPTIONS = frozenset(
+    (
+        "-i",
+        "--inventory",
+        "--inventory-file",
+        "-e",
+        "--extra-vars",
+        "--vault-id",
+        "--vault-password-file",
+        "--vault-pass-file",
+        "--connection-password-file",
+        "--become-password-file",
+        "-M",
+        "--module-path",
+        "--private-key",
+        "--key-file",
+    )
+)
+
+
 def play_of(pid: int) -> str | None:
     """The playbook file names on the command line of ``pid`` (``quick.yml``), or None."""
-    books = [os.path.basename(a) for a in _cmdline(pid)[1:] if a.endswith((".yml", ".yaml"))]
+    argv = _cmdline(pid)
+    books = []
+    for before, arg in itertools.pairwise(argv):
+        if before in _VALUE_OPTIONS or arg.startswith(("-", "@")):
+            continue
+        if arg.endswith((".yml", ".yaml")):
+            books.append(os.path.basename(arg))
     return " ".join(books) or None
 
 

@@ -143,11 +143,13 @@ EXAMPLES = r"""
       when: lock.broken
 
   always:
+    # Only a run that got the lock releases it: releasing another run's lock fails.
     - name: Release the lock of custom-html
       coopcloud.ci.warm_lock:
         recipe: custom-html
         run_id: "{{ ccci_run_id }}"
         state: released
+      when: lock is defined and lock is succeeded
 
 - name: Who holds the lock of custom-html?
   coopcloud.ci.warm_lock:
@@ -205,7 +207,7 @@ released:
   returned: when O(state=released)
   type: bool
   sample: true
-path:
+lock_path:
   description: The lock file.
   returned: always
   type: str
@@ -314,7 +316,7 @@ def main() -> None:
             result = {"changed": False, "holder": holder, "waited": 0.0, "broken": None}
     except LockTimeout as exc:
         module.fail_json(
-            msg=str(exc), holder=exc.holder, waited=exc.waited, broken=None, path=lock.path
+            msg=str(exc), holder=exc.holder, waited=exc.waited, broken=None, lock_path=lock.path
         )
     except (LockError, ValidationError) as exc:
         module.fail_json(msg=str(exc))
@@ -324,7 +326,7 @@ def main() -> None:
             f"{params['state']}: {exc}"
         )
     result["stale"] = lock.is_stale(result["holder"])
-    result["path"] = lock.path
+    result["lock_path"] = lock.path
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

@@ -309,7 +309,7 @@ def _fake_playbook(tmp_path) -> Path:
 def test_the_owner_is_the_play_process_not_its_short_lived_worker(tmp_path):
     script = _fake_playbook(tmp_path)
     out = subprocess.run(
-        [sys.executable, str(script), "-i", "inv", "quick.yml"],
+        [sys.executable, str(script), "-i", "inv.yml", "-e", "@vars.yml", "--check", "quick.yml"],
         capture_output=True,
         text=True,
         check=True,

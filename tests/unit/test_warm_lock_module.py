@@ -68,7 +68,8 @@ def test_acquire_then_again_is_ok(run, state_dir):
     assert first["holder"]["pid"] == ME
     assert first["holder"]["play"] == "quick.yml"
     assert first["broken"] is None and first["stale"] is False
-    assert first["path"] == str(lock_path(state_dir))
+    assert first["lock_path"] == str(lock_path(state_dir))
+    assert "uid" not in first  # no file attributes mixed into the result
     assert json.loads(lock_path(state_dir).read_text()) == first["holder"]
     second = run(run_id="a1b2c3", owner_pid=ME)
     assert second["changed"] is False
