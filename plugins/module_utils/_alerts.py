@@ -428,7 +428,12 @@ class _Capture(logging.Handler):
             self.lines.append(" ".join(msg.split())[:500])
 
 
-def apprise_send(url: str, title: str, body: str) -> None:
+def level_of(alert: Alert) -> str:
+    """``failure`` when the target did not recover, else ``warning`` (apprise notify types)."""
+    return "failure" if (alert.data or {}).get("recovered") is False else "warning"
+
+
+def apprise_send(url: str, title: str, body: str, level: str = "warning") -> None:
     """Deliver one message to one apprise URL; raise DeliveryError saying what went wrong.
 
     The error text names the URL only as :func:`describe_url` does and has every other
@@ -448,7 +453,12 @@ def apprise_send(url: str, title: str, body: str) -> None:
     logger.setLevel(logging.DEBUG)
     logger.propagate = False  # never let apprise print (a module's stdout is its JSON)
     try:
-        ok = notifier.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT)
+        ok = notifier.notify(
+            body=body,
+            title=title,
+            body_format=apprise.NotifyFormat.TEXT,
+            notify_type=apprise.NotifyType(level),
+        )
     finally:
         logger.removeHandler(capture)
         logger.setLevel(old_level)
@@ -491,7 +501,7 @@ class RelayReport:
 def relay(
     store: AlertStore,
     urls: Iterable[str],
-    send: Callable[[str, str, str], None] = apprise_send,
+    send: Callable[[str, str, str, str], None] = apprise_send,
 ) -> RelayReport:
     """Deliver every unseen alert to every URL, oldest first; archive each fully delivered.
 
@@ -508,6 +518,7 @@ def relay(
                 report.corrupt.append({"file": alert.name, "error": alert.error or ""})
                 continue
             title, body = render(alert)
+            level = level_of(alert)
             complete, took = True, False
             for url in urls:
                 uid = url_id(url)
@@ -525,7 +536,7 @@ def relay(
                     )
                     continue
                 try:
-                    send(url, title, body)
+                    send(url, title, body, level)
                 except DeliveryError as exc:
                     complete = False
                     broken[uid] = str(exc)

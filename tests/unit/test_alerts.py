@@ -17,6 +17,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import (
     AlertStore,
     apprise_send,
     describe_url,
+    level_of,
     redact,
     relay,
     render,
@@ -159,7 +160,7 @@ def test_corrupt_alert_is_named_and_kept(store, content, why):
     assert alerts[1].path == good
     # the relay delivers the good one and names the bad one, which stays byte for byte
     sent = []
-    report = relay(store, ["json://x"], send=lambda u, t, b: sent.append(t))
+    report = relay(store, ["json://x"], send=lambda u, t, b, lvl: sent.append(t))
     assert len(sent) == 1 and report.delivered == [os.path.basename(good)]
     assert not report.ok and str(bad) in report.message()
     assert bad.read_bytes() == content
@@ -216,8 +217,13 @@ def test_render_is_readable_and_carries_the_json(store):
 
 def test_render_not_recovered_is_loud(store):
     store.write("rollback", "keycloak", "2.0.0", "1.0.0", False)
-    title, body = render(store.list_unseen()[0])
+    alert = store.list_unseen()[0]
+    title, body = render(alert)
     assert title.endswith("(NOT RECOVERED)") and "recovered: NO" in body
+    assert level_of(alert) == "failure"
+    with HttpReceiver() as rx:
+        assert relay(store, [f"json://127.0.0.1:{rx.port}/h"]).ok
+    assert rx.posts()[0].json()["type"] == "failure"
 
 
 @pytest.mark.parametrize(
@@ -268,6 +274,7 @@ def test_relay_delivers_every_alert_as_json_and_archives(store):
     assert [p.path for p in posts] == ["/hook", "/hook"]
     bodies = [p.json() for p in posts]
     assert bodies[0]["title"] == "coopcloud.ci rollback: keycloak 2.0.0+26.0"
+    assert [b["type"] for b in bodies] == ["warning", "warning"]
     first = json.loads(bodies[0]["message"].split("alert JSON:\n", 1)[1])
     second = json.loads(bodies[1]["message"].split("alert JSON:\n", 1)[1])
     assert (first["kind"], first["target"]) == ("rollback", "keycloak")
