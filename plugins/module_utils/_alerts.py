@@ -47,7 +47,6 @@ KINDS = ("rollback", "held-major", "held-manual-migration", "quick-rollback", "d
 KIND_RE = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
 TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CORE_KEYS = ("kind", "target", "attempted", "last_good", "recovered", "notes", "at")
-_NAME_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-.+-[0-9a-f]{6}\.json$")
 
 
 class AlertError(RuntimeError):
@@ -269,7 +268,13 @@ class AlertStore:
         if url_id not in done:
             done.append(url_id)
         alert.data["relayed_to"] = done
-        write_json(alert.path, alert.data)
+        try:
+            write_json(alert.path, alert.data)
+        except OSError as exc:
+            raise AlertError(
+                f"alert {alert.path} was delivered but recording that failed "
+                f"({exc.strerror or exc}); the next relay may deliver it again"
+            ) from exc
 
     @contextlib.contextmanager
     def relay_lock(self, timeout: float = 60.0):
@@ -459,6 +464,9 @@ def apprise_send(url: str, title: str, body: str, level: str = "warning") -> Non
             body_format=apprise.NotifyFormat.TEXT,
             notify_type=apprise.NotifyType(level),
         )
+    except Exception as exc:  # apprise or a service plugin broke: say so, never a traceback
+        said = redact(f"{type(exc).__name__}: {exc}", url, shown)
+        raise DeliveryError(f"{shown}: delivery failed inside apprise: {said}") from exc
     finally:
         logger.removeHandler(capture)
         logger.setLevel(old_level)

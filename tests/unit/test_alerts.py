@@ -350,3 +350,16 @@ def test_relay_lock_times_out_with_a_clear_message(store):
         other = AlertStore(store.state_dir)
         with pytest.raises(AlertError, match="another alert relay holds"), other.relay_lock(0.3):
             pass
+
+
+def test_an_exception_inside_apprise_becomes_one_masked_sentence(monkeypatch):
+    import apprise
+
+    def broken(self, **kwargs):
+        raise RuntimeError("plugin blew up near /hook/Kt0kenK")
+
+    monkeypatch.setattr(apprise.Apprise, "notify", broken)
+    with pytest.raises(AlertError) as exc:
+        apprise_send("json://127.0.0.1:9/hook/Kt0kenK", "t", "b")
+    assert "json://127.0.0.1:9: delivery failed inside apprise: RuntimeError" in str(exc.value)
+    assert "Kt0kenK" not in str(exc.value)
