@@ -15,6 +15,7 @@ silently turns a setting off.
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 import sys
@@ -465,10 +466,35 @@ def enrolled(catalog_dir: str | os.PathLike) -> list[str]:
     return sorted(e.recipe for e in entries if e.warm_canonical)
 
 
+def _config_roots() -> list[str]:
+    """``collections_path`` of the ansible.cfg Ansible itself would read, relative to that file."""
+    candidates = [os.environ.get("ANSIBLE_CONFIG", ""), "ansible.cfg", "~/.ansible.cfg"]
+    for candidate in candidates:
+        path = Path(os.path.expanduser(candidate)) if candidate else None
+        if path is not None and path.is_dir():
+            path = path / "ansible.cfg"
+        if path is None or not path.is_file():
+            continue
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            return []
+        value = parser.get("defaults", "collections_path", fallback=None) or parser.get(
+            "defaults", "collections_paths", fallback=""
+        )
+        base = path.resolve().parent
+        return [
+            str(base / os.path.expanduser(p.strip())) for p in value.split(os.pathsep) if p.strip()
+        ]
+    return []
+
+
 def _collection_roots() -> list[Path]:
     roots: list[str] = []
     for var in ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"):
         roots.extend(p for p in os.environ.get(var, "").split(os.pathsep) if p)
+    roots += _config_roots()
     roots += ["~/.ansible/collections", "/usr/share/ansible/collections"]
     roots += [p for p in sys.path if p]
     return [Path(os.path.expanduser(r)) for r in roots]
@@ -479,7 +505,10 @@ def default_catalog_dir() -> str:
 
     Found beside this file when the collection is imported from disk, else in the
     Ansible collection paths (when a module runs from a zipped AnsiballZ payload its
-    module_utils are not on disk). ``$CCCI_CATALOG_DIR`` wins over both.
+    module_utils are not on disk): ``$ANSIBLE_COLLECTIONS_PATH``, ``collections_path``
+    of the ansible.cfg Ansible reads (``$ANSIBLE_CONFIG``, ``./ansible.cfg``,
+    ``~/.ansible.cfg``), the default paths and ``sys.path``. ``$CCCI_CATALOG_DIR`` wins
+    over all of them.
     """
     override = os.environ.get("CCCI_CATALOG_DIR")
     if override:

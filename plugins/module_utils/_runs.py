@@ -202,7 +202,8 @@ def _field(name: str, value: object, required: bool = False) -> str | None:
     return value
 
 
-def _text(value: object, what: str) -> str | None:
+def clean_text(value: object, what: str) -> str | None:
+    """A free-form text as a record keeps it: scrubbed of secrets, at most 4000 characters."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -372,7 +373,7 @@ class RunRecord:
 
     def note(self, text: str) -> None:
         """Add a note (e.g. "falling back to COLD"); the same note twice is kept once."""
-        clean = _text(text, "note")
+        clean = clean_text(text, "note")
         if clean and clean not in self.data["notes"]:
             self.data["notes"].append(clean)
             self._changed()
@@ -417,7 +418,7 @@ class RunRecord:
             "started_at": begin,
             "finished_at": end,
             "seconds": _seconds(begin, end),
-            "message": _text(message, f"stage {name} message"),
+            "message": clean_text(message, f"stage {name} message"),
         }
         self.data["timings"]["stages_seconds"] = sum(
             d["seconds"] or 0 for d in self.data["stage_details"].values()
@@ -435,7 +436,7 @@ class RunRecord:
         """Close the record: verdict, finish time, timings, the canonical after. Returns the verdict."""
         self._running("finish it again")
         end = _fmt(parse_time(finished_at, "finished_at") if finished_at else _now())
-        self.data["error"] = _text(error, "error") if error else None
+        self.data["error"] = clean_text(error, "error") if error else None
         self.data["canonical_after"] = self._free_form("canonical_after", canonical_after)
         self.data["finished_at"] = end
         self.data["timings"]["total_seconds"] = _seconds(self.data["started_at"], end)

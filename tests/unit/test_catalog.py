@@ -385,3 +385,23 @@ def test_notes_tests_pass_on_a_serving_front_and_fail_when_nothing_answers(site)
     dead = run_custom("notes", "http://127.0.0.1:9", "note-abc123.ci.example")
     assert dead.returncode == 1
     assert "2 failed" in dead.stdout
+
+
+def test_default_catalog_dir_found_through_ansible_cfg(monkeypatch, tmp_path):
+    """ansible.cfg's collections_path, relative to the cfg file, as Ansible reads it."""
+    monkeypatch.delenv("CCCI_CATALOG_DIR", raising=False)
+    monkeypatch.delenv("ANSIBLE_COLLECTIONS_PATH", raising=False)
+    monkeypatch.delenv("ANSIBLE_COLLECTIONS_PATHS", raising=False)
+    fake = tmp_path / "payload.zip" / "ansible_collections/coopcloud/ci/plugins/module_utils/x.py"
+    monkeypatch.setattr(_catalog, "__file__", str(fake))
+    monkeypatch.setattr(_catalog.sys, "path", [])
+    project = tmp_path / "project"
+    installed = project / "colls" / "ansible_collections" / "coopcloud" / "ci" / "catalog"
+    installed.mkdir(parents=True)
+    (project / "ansible.cfg").write_text("[defaults]\ncollections_path = ./colls\n")
+    monkeypatch.setenv("ANSIBLE_CONFIG", str(project / "ansible.cfg"))
+    assert Path(_catalog.default_catalog_dir()).resolve() == installed.resolve()
+    # Without ANSIBLE_CONFIG, ./ansible.cfg of the working directory is read.
+    monkeypatch.delenv("ANSIBLE_CONFIG")
+    monkeypatch.chdir(project)
+    assert Path(_catalog.default_catalog_dir()).resolve() == installed.resolve()

@@ -1,0 +1,462 @@
+#!/usr/bin/python
+# Copyright: coopcloud.ci developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: run_record
+short_description: Write the record of a CI run, its JUnit XML and its summary
+version_added: 0.1.0
+description:
+  - Every run, cold or quick, leaves C(<state_dir>/runs/<run_id>.json) - what was tested
+    (recipe, ref, version, commit, domain), the mode and the confidence it implies, each
+    stage's result and timing, the verdict, the canonical before and after, timings and
+    notes. The file is written atomically (temporary file, fsync, rename) when the run
+    starts, after each stage and when it finishes, so a crashed run leaves a record saying
+    how far it got (C(status=running)).
+  - O(state=started) creates the record (C(status=running)). On a record that is still
+    running it fills in what became known since (O(version), O(commit), O(domain),
+    O(canonical_before), O(notes)); O(mode), O(recipe) and O(ref) must then match.
+  - O(state=stage) records one stage as V(pass), V(fail) or V(skip). Recording a stage
+    again replaces it. Without O(started_at) a stage is taken to have started when the
+    previous stage finished (or the run started).
+  - O(state=finished) closes the record with its verdict and, with O(junit), writes JUnit
+    XML (one test case per stage; C(failure) for V(fail), C(skipped) for V(skip)).
+  - O(state=info) only reads the record.
+  - B(Verdict) - V(FAIL) when any stage failed; otherwise V(ERROR) when the run could not
+    run (O(error) was given - bad input, no checkout, an interrupted play - or no stage
+    passed - nothing ran, or everything was skipped); otherwise V(PASS). This module does
+    not fail on a V(FAIL) or V(ERROR) verdict; end the play with M(ansible.builtin.fail)
+    when RV(verdict) is not V(PASS).
+  - >-
+    B(Confidence) follows from O(mode) and cannot be set - V(cold) runs are
+    V(authoritative); V(quick) runs are V(lower), and their C(label) says
+    C(quick run: lower confidence, never gates merge), as do the summary and the JUnit
+    properties.
+  - B(No secrets) - the module takes no credentials or environment. O(canonical_before)
+    and O(canonical_after) lose every key whose name looks secret (password, secret,
+    token, credential, API or private key; the dropped paths are listed in the record's
+    C(scrubbed)), and messages, notes and errors have C(password=...)-style text, URL
+    credentials and bearer tokens masked.
+author:
+  - coopcloud.ci developers
+extends_documentation_fragment:
+  - coopcloud.ci.attributes
+  - coopcloud.ci.attributes.STATE_DIR
+options:
+  run_id:
+    description: The 6-hex run id; the record is C(<state_dir>/runs/<run_id>.json).
+    type: str
+    required: true
+  state:
+    description:
+      - V(started) creates (or fills in) the record, V(stage) records one stage,
+        V(finished) closes it, V(info) reads it.
+    type: str
+    choices: [started, stage, finished, info]
+    default: info
+  mode:
+    description:
+      - V(cold) (authoritative) or V(quick) (lower confidence).
+      - Required with O(state=started).
+    type: str
+    choices: [cold, quick]
+  recipe:
+    description:
+      - The recipe under test. Required with O(state=started).
+      - Stored as given (at most 200 printable characters) so that a run refused for a
+        bad recipe name still leaves an V(ERROR) record saying what was asked.
+    type: str
+  ref:
+    description: The ref under test as given (commit, tag or branch); omitted means the latest tag.
+    type: str
+  version:
+    description: The version tag the ref resolved to.
+    type: str
+  commit:
+    description: The commit under test.
+    type: str
+  domain:
+    description: The app domain of the run.
+    type: str
+  stage:
+    description: The stage name (C(a-z), C(0-9), C(-), C(_)), for O(state=stage).
+    type: str
+  result:
+    description: The stage result, for O(state=stage).
+    type: str
+    choices: [pass, fail, skip]
+  message:
+    description: Why the stage failed or skipped (or any detail), for O(state=stage).
+    type: str
+  started_at:
+    description:
+      - ISO-8601 time the stage started (O(state=stage)) or the run started
+        (O(state=started)); defaults are described above.
+    type: str
+  finished_at:
+    description: ISO-8601 time the stage or the run finished; defaults to now.
+    type: str
+  error:
+    description:
+      - With O(state=finished), why the run could not run; makes the verdict V(ERROR)
+        unless a stage failed.
+    type: str
+  canonical_before:
+    description:
+      - The canonical registry (C(canonical.json)) as the run found it, or V(null).
+        Secret-looking keys are dropped.
+    type: dict
+  canonical_after:
+    description:
+      - With O(state=finished), the canonical registry as the run left it, or V(null).
+    type: dict
+  notes:
+    description:
+      - Notes to add to the record (for example C(falling back to COLD)); a note already
+        there is not added twice.
+    type: list
+    elements: str
+    default: []
+  docker_seconds:
+    description: With O(state=finished), seconds spent in Docker, for the timings.
+    type: float
+  junit:
+    description:
+      - With O(state=finished), a path to write the run's JUnit XML to (atomically).
+    type: path
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Predicts the record (and whether it or the JUnit file would change) and writes
+        nothing. When the record does not exist because its start ran in check mode too,
+        O(state=stage) and O(state=finished) report a change and return RV(record=null).
+  diff_mode:
+    support: full
+    details:
+      - Shows the record before and after.
+  idempotent:
+    support: full
+    details:
+      - O(state=started) and O(state=stage) repeated with the same values, and
+        O(state=finished) on a finished record, change nothing.
+seealso:
+  - module: coopcloud.ci.catalog_entry
+"""
+
+EXAMPLES = r"""
+- name: Start the record of this cold run
+  coopcloud.ci.run_record:
+    state: started
+    state_dir: "{{ ccci_state_dir }}"
+    run_id: "{{ ccci_run_id }}"
+    mode: cold
+    recipe: "{{ recipe }}"
+    ref: "{{ ref | default(omit) }}"
+    domain: "{{ app_domain }}"
+
+- name: Record the install stage
+  coopcloud.ci.run_record:
+    state: stage
+    state_dir: "{{ ccci_state_dir }}"
+    run_id: "{{ ccci_run_id }}"
+    stage: install
+    result: "{{ 'pass' if install is succeeded else 'fail' }}"
+    message: "{{ install.msg | default(omit) }}"
+
+- name: Finish the record, write JUnit and show the summary
+  coopcloud.ci.run_record:
+    state: finished
+    state_dir: "{{ ccci_state_dir }}"
+    run_id: "{{ ccci_run_id }}"
+    junit: "{{ junit | default(omit) }}"
+  register: run
+
+- name: Summary
+  ansible.builtin.debug:
+    msg: "{{ run.summary }}"
+
+- name: Exit non-zero unless the run passed
+  ansible.builtin.fail:
+    msg: "verdict {{ run.verdict }}"
+  when: run.verdict != 'PASS'
+"""
+
+RETURN = r"""
+record:
+  description: The run record (as written, or as it would be in check mode).
+  returned: success
+  type: dict
+  sample:
+    run_id: a1b2c3
+    mode: quick
+    confidence: lower
+    label: "quick run: lower confidence, never gates merge"
+    gates_merge: false
+    recipe: custom-html
+    ref: 1.1.0+1.29
+    version: 1.1.0+1.29
+    commit: 0123456789abcdef0123456789abcdef01234567
+    domain: warm-custom-html.ci.example.org
+    host: ci-1
+    pid: 4242
+    status: finished
+    verdict: PASS
+    error: null
+    stages: {upgrade: pass, serving: pass, overlay: skip, custom: pass}
+    stage_order: [upgrade, serving, overlay, custom]
+    stage_details:
+      upgrade:
+        result: pass
+        started_at: "2026-01-01T12:00:00Z"
+        finished_at: "2026-01-01T12:00:41Z"
+        seconds: 41
+        message: null
+    started_at: "2026-01-01T12:00:00Z"
+    finished_at: "2026-01-01T12:01:30Z"
+    canonical_before: {recipe: custom-html, version: 1.0.0+1.28, status: idle}
+    canonical_after: {recipe: custom-html, version: 1.0.0+1.28, status: idle}
+    timings: {total_seconds: 90, stages_seconds: 88, docker_seconds: 61.2}
+    notes: []
+    scrubbed: []
+    schema: 1
+verdict:
+  description: V(PASS), V(FAIL) or V(ERROR) once finished, else V(null).
+  returned: success
+  type: str
+  sample: PASS
+summary:
+  description: A short human summary - what ran, mode and confidence, each stage, verdict, timings.
+  returned: success
+  type: list
+  elements: str
+  sample:
+    - "run a1b2c3: custom-html @ 1.1.0+1.29 commit 0123456789ab"
+    - "mode: quick (lower confidence, never gates merge)"
+    - "  upgrade  pass    41s"
+    - "verdict: PASS"
+    - "time: 90s total, 61.2s docker"
+path:
+  description: The record file.
+  returned: always
+  type: str
+  sample: /var/lib/ci-warm/runs/a1b2c3.json
+junit:
+  description: The JUnit file written (or that would be written), with O(junit) and O(state=finished).
+  returned: when O(junit) is given with O(state=finished)
+  type: str
+  sample: /tmp/junit-a1b2c3.xml
+"""
+
+import contextlib  # noqa: E402
+import os  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (  # noqa: E402
+    ValidationError,
+    validate_state_dir,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (  # noqa: E402
+    RunError,
+    RunRecord,
+    clean_text,
+    junit_xml,
+    parse_time,
+    record_path,
+    summary_lines,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import (  # noqa: E402
+    StateError,
+    atomic_write_bytes,
+)
+
+
+def _load(state_dir: str, run_id: str) -> RunRecord | None:
+    if not os.path.exists(record_path(state_dir, run_id)):
+        return None
+    return RunRecord.load(state_dir, run_id, autosave=False)
+
+
+def _notes(record: RunRecord, notes: list[str]) -> None:
+    for text in notes:
+        record.note(text)
+
+
+def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
+    if current is None:
+        return RunRecord.start(
+            state_dir,
+            p["run_id"],
+            p["mode"],
+            p["recipe"],
+            p["ref"],
+            version=p["version"],
+            commit=p["commit"],
+            domain=p["domain"],
+            canonical_before=p["canonical_before"],
+            notes=p["notes"],
+            started_at=p["started_at"],
+            autosave=False,
+        )
+    data = current.data
+    for key in ("mode", "recipe", "ref"):
+        if p[key] is not None and p[key] != data[key]:
+            raise RunError(
+                f"run record {current.path} already exists with {key} {data[key]!r}, not "
+                f"{p[key]!r}; every run needs a new run id"
+            )
+    current.update(
+        version=p["version"],
+        commit=p["commit"],
+        domain=p["domain"],
+        canonical_before=p["canonical_before"],
+    )
+    _notes(current, p["notes"])
+    return current
+
+
+def stage(p: dict, current: RunRecord) -> RunRecord:
+    detail = current.data["stage_details"].get(p["stage"])
+    same = (
+        detail is not None
+        and detail["result"] == p["result"]
+        and detail["message"] == clean_text(p["message"], "message")
+        and _same_time(p["started_at"], detail["started_at"])
+        and _same_time(p["finished_at"], detail["finished_at"])
+    )
+    if not same:
+        current.stage(p["stage"], p["result"], p["message"], p["started_at"], p["finished_at"])
+    _notes(current, p["notes"])
+    return current
+
+
+def finished(p: dict, current: RunRecord) -> RunRecord:
+    if not current.finished:
+        _notes(current, p["notes"])
+        current.finish(
+            p["canonical_after"],
+            error=p["error"],
+            docker_seconds=p["docker_seconds"],
+            finished_at=p["finished_at"],
+        )
+    return current
+
+
+def _same_time(given: str | None, stored: str) -> bool:
+    return given is None or parse_time(given) == parse_time(stored)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "state_dir": {"type": "path", "default": "/var/lib/ci-warm"},
+            "run_id": {"type": "str", "required": True},
+            "state": {
+                "type": "str",
+                "default": "info",
+                "choices": ["started", "stage", "finished", "info"],
+            },
+            "mode": {"type": "str", "choices": ["cold", "quick"]},
+            "recipe": {"type": "str"},
+            "ref": {"type": "str"},
+            "version": {"type": "str"},
+            "commit": {"type": "str"},
+            "domain": {"type": "str"},
+            "stage": {"type": "str"},
+            "result": {"type": "str", "choices": ["pass", "fail", "skip"]},
+            "message": {"type": "str"},
+            "started_at": {"type": "str"},
+            "finished_at": {"type": "str"},
+            "error": {"type": "str"},
+            "canonical_before": {"type": "dict"},
+            "canonical_after": {"type": "dict"},
+            "notes": {"type": "list", "elements": "str", "default": []},
+            "docker_seconds": {"type": "float"},
+            "junit": {"type": "path"},
+        },
+        required_if=[
+            ("state", "started", ("mode", "recipe")),
+            ("state", "stage", ("stage", "result")),
+        ],
+        supports_check_mode=True,
+    )
+    p = module.params
+    state = p["state"]
+
+    try:
+        state_dir = validate_state_dir(p["state_dir"])
+        path = record_path(state_dir, p["run_id"])
+        current = _load(state_dir, p["run_id"])
+    except (ValidationError, RunError, StateError) as exc:
+        module.fail_json(msg=str(exc))
+
+    result: dict = {"changed": False, "path": path}
+    if current is None and state != "started":
+        if state != "info" and module.check_mode:
+            module.exit_json(
+                changed=True,
+                record=None,
+                verdict=None,
+                summary=[],
+                msg=f"run record {path} does not exist yet (its start ran in check mode)",
+                path=path,
+            )
+        module.fail_json(
+            msg=f"run record {path} does not exist; start it first with state=started",
+            path=path,
+        )
+
+    before = current.to_dict() if current is not None else None
+    try:
+        if state == "started":
+            record = started(p, state_dir, current)
+        elif state == "stage":
+            record = stage(p, current)
+        elif state == "finished":
+            record = finished(p, current)
+        else:
+            record = current
+    except (RunError, StateError) as exc:
+        module.fail_json(msg=str(exc), path=path)
+
+    after = record.to_dict()
+    changed = after != before
+    if changed and not module.check_mode:
+        try:
+            record.save()
+        except OSError as exc:
+            module.fail_json(msg=f"run record {path} cannot be written: {exc}", path=path)
+    result.update(
+        changed=changed, record=after, verdict=after["verdict"], summary=summary_lines(after)
+    )
+
+    if state == "finished" and p["junit"]:
+        xml = junit_xml(after).encode()
+        old = None
+        with contextlib.suppress(OSError), open(p["junit"], "rb") as handle:
+            old = handle.read()
+        if old != xml:
+            result["changed"] = True
+            if not module.check_mode:
+                try:
+                    atomic_write_bytes(p["junit"], xml)
+                except OSError as exc:
+                    module.fail_json(
+                        msg=f"JUnit file {p['junit']} cannot be written: {exc}",
+                        path=path,
+                        record=after,
+                        verdict=after["verdict"],
+                    )
+        result["junit"] = p["junit"]
+
+    if module._diff and changed:
+        result["diff"] = {"before": before or {}, "after": after}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
