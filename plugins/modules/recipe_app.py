@@ -1,0 +1,547 @@
+#!/usr/bin/python
+# Copyright: coopcloud.ci developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: recipe_app
+short_description: Deploy, undeploy or remove a Co-op Cloud recipe app on Docker Swarm
+version_added: 0.1.0
+description:
+  - Puts the app of a recipe at a domain on the swarm at a given ref, takes it off while
+    keeping its data, or removes it with its data.
+  - The stack is the domain with C(.) replaced by C(_); its volumes are
+    C(<stack>_<volume>).
+  - V(deployed) resolves O(ref) (or O(version), or the latest version tag) to a commit
+    of the recipe checkout C(<recipes_dir>/<recipe>), checks that commit out into a
+    private per-run work directory (the shared checkout is never modified, so
+    concurrent runs cannot race), builds the app env (C(.env.sample) defaults, then
+    O(env), then the C(abra.sh) exports, C(COMPOSE_FILE) overlays), creates the recipe's
+    missing secrets, deploys and waits until every service runs its new spec.
+  - Every service is labelled with the deployed commit (C(coop-cloud.ccci.commit)),
+    version (C(coop-cloud.ccci.version)) and a digest of the app env and compose file
+    list (C(coop-cloud.ccci.env)). When the stack already runs that commit with that env
+    and is converged, nothing is deployed and the task is V(ok).
+  - The wait fails fast, long before O(wait_timeout), when a task is rejected (for
+    example C(No such image)) or a service keeps failing (three failed tasks since the
+    deploy), and the failure quotes the task's own error text.
+  - V(undeployed) removes the services, then the stack's networks and configs; volumes
+    and secrets stay, so the app can be reattached with its data and passwords.
+  - V(absent) undeploys, then removes the stack's volumes and secrets. Only those
+    carrying the label C(com.docker.stack.namespace=<stack>) are removed, never
+    anything matched by a name prefix.
+author:
+  - coopcloud.ci developers
+extends_documentation_fragment:
+  - coopcloud.ci.attributes
+options:
+  state:
+    description:
+      - V(deployed) runs the app at the resolved commit.
+      - V(undeployed) takes the app off the swarm; volumes and secrets are kept.
+      - V(absent) takes the app off and removes its volumes and secrets.
+    type: str
+    choices: [deployed, undeployed, absent]
+    default: deployed
+  recipe:
+    description:
+      - The recipe name; its git checkout is C(<recipes_dir>/<recipe>).
+      - Required when O(state=deployed).
+    type: str
+  domain:
+    description:
+      - The app's domain. The stack is the domain with C(.) replaced by C(_).
+    type: str
+    required: true
+  ref:
+    description:
+      - A commit (7-40 hex), tag or branch of the recipe.
+      - Mutually exclusive with O(version). Without both, the latest version tag.
+    type: str
+  version:
+    description:
+      - A version tag of the recipe, for example V(1.1.0+1.29). Fails when it is not a
+        version tag.
+      - Mutually exclusive with O(ref).
+    type: str
+  env:
+    description:
+      - App env values that override the recipe's C(.env.sample) defaults, for example
+        C(COMPOSE_FILE) to choose overlays. C(DOMAIN) and C(STACK_NAME) always come from
+        O(domain); C(abra.sh) exports are applied after these, as abra does.
+    type: dict
+    default: {}
+  secrets:
+    description:
+      - Values of recipe secrets by short name (C(db_password) for
+        C(SECRET_DB_PASSWORD_VERSION)). Required for secrets marked C(generate=false)
+        that do not exist yet; others are generated when missing.
+      - Existing secrets are never changed.
+    type: dict
+    default: {}
+  driver:
+    description:
+      - V(stack) deploys with C(docker stack deploy) (the embedded default).
+      - V(abra) runs the equivalent C(abra app deploy -C -c) command lines; C(abra) must
+        be installed.
+    type: str
+    choices: [stack, abra]
+    default: stack
+  recipes_dir:
+    description:
+      - The folder holding one git checkout per recipe.
+    type: path
+    default: ~/.abra/recipes
+  fetch:
+    description:
+      - Fetch the recipe's C(origin) before resolving the ref (a recipe without
+        C(origin) is used as it is). Fetching happens in check mode too.
+    type: bool
+    default: true
+  work_dir:
+    description:
+      - Where the per-run checkout goes; must be absent or empty, and is kept.
+      - Default is a temporary directory, removed when the task ends.
+    type: path
+  wait_timeout:
+    description:
+      - Seconds to wait for the stack to converge (V(deployed)) or to be gone
+        (V(undeployed), V(absent)).
+    type: int
+    default: 300
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Resolves the ref and reads the stack, then predicts exactly whether a deploy
+        would run by comparing the deployed commit and env labels with the resolved
+        ones. A C(generate=false) secret that is missing fails in check mode too.
+  diff_mode:
+    support: full
+    details:
+      - C(state), C(version) and C(commit) of the app before and after.
+  idempotent:
+    support: full
+    details:
+      - A second identical task is V(ok), for every O(state).
+notes:
+  - Docker images are never pulled or resolved (C(--resolve-image never)); they must be
+    on the nodes.
+  - On a multi-node swarm the volumes listed are those of the engine the module talks to
+    (the manager); a task's node is in the swarm's task list.
+seealso:
+  - module: coopcloud.ci.volume_snapshot
+  - name: Co-op Cloud recipe conventions
+    description: The recipe format this module deploys.
+    link: https://docs.coopcloud.tech/maintainers/
+"""
+
+EXAMPLES = r"""
+- name: Deploy custom-html at its latest version
+  coopcloud.ci.recipe_app:
+    recipe: custom-html
+    domain: custom-html.ci.example.org
+
+- name: Deploy the PR head with the CI overlay published on a host port
+  coopcloud.ci.recipe_app:
+    recipe: custom-html
+    domain: "html-{{ ccci_run_id }}.ci.example.org"
+    ref: "{{ ref }}"
+    env:
+      COMPOSE_FILE: compose.yml:compose.ci.yml
+      CI_HTTP_PORT: "8080"
+    wait_timeout: 600
+  register: app
+
+- name: Deploy notes with its SMTP password (a generate=false secret)
+  coopcloud.ci.recipe_app:
+    recipe: notes
+    domain: notes.ci.example.org
+    version: 1.1.0+2.1
+    secrets:
+      smtp_password: "{{ vault_smtp_password }}"
+
+- name: Take the canonical off the swarm, keep its data
+  coopcloud.ci.recipe_app:
+    domain: warm-custom-html.ci.example.org
+    state: undeployed
+
+- name: Remove a per-run app and its volumes
+  coopcloud.ci.recipe_app:
+    domain: "html-{{ ccci_run_id }}.ci.example.org"
+    state: absent
+"""
+
+RETURN = r"""
+stack:
+  description: The swarm stack of the app.
+  returned: always
+  type: str
+  sample: custom-html_ci_example_org
+state:
+  description: V(deployed) when services of the stack run after the task, else V(undeployed) or V(absent).
+  returned: always
+  type: str
+  sample: deployed
+services:
+  description: The stack's services after the task (predicted ones are not listed in check mode).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: custom-html_ci_example_org_app
+      short_name: app
+      image: ccci/web:1.29
+      replicas_running: 1
+      replicas_desired: 1
+      update_state: null
+version:
+  description: The recipe version the app runs after the task (read from its labels), or V(null).
+  returned: always
+  type: str
+  sample: 1.1.0+1.29
+commit:
+  description: The recipe commit the app runs after the task, or V(null).
+  returned: always
+  type: str
+  sample: fa17446f2e24aa86e32a1d5771f9318b8cc80c40
+volumes:
+  description: The stack's volumes after the task (matched by the stack namespace label).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: custom-html_ci_example_org_content
+      short_name: content
+      mountpoint: /var/lib/docker/volumes/custom-html_ci_example_org_content/_data
+      driver: local
+      node: ci
+      labels:
+        com.docker.stack.namespace: custom-html_ci_example_org
+resolved:
+  description: The ref as asked, the commit and the version tag it resolved to.
+  returned: when O(state=deployed)
+  type: dict
+  sample:
+    ref: null
+    commit: fa17446f2e24aa86e32a1d5771f9318b8cc80c40
+    version: 1.1.0+1.29
+secrets_created:
+  description: Names (never values) of the swarm secrets created by this task.
+  returned: when O(state=deployed)
+  type: list
+  elements: str
+  sample: [notes_ci_example_org_db_password_v1]
+removed:
+  description: What was removed, by kind (services, networks, configs, volumes, secrets).
+  returned: when O(state) is V(undeployed) or V(absent)
+  type: dict
+  sample:
+    services: [custom-html_ci_example_org_app]
+    volumes: [custom-html_ci_example_org_content]
+cmd:
+  description: The deploy command line that ran (also on failure, when it ran).
+  returned: when a deploy ran
+  type: list
+  elements: str
+  sample: [docker, stack, deploy, --detach=true, --resolve-image, never, --prune, -c, compose.yml, custom-html_ci_example_org]
+rc:
+  description: Exit status of the command that ran last (also on failure).
+  returned: when a command ran
+  type: int
+  sample: 0
+stdout:
+  description: Its standard output.
+  returned: when a command ran
+  type: str
+  sample: "Creating service custom-html_ci_example_org_app\n"
+stderr:
+  description: Its standard error.
+  returned: when a command ran
+  type: str
+  sample: ""
+elapsed:
+  description: Seconds from the deploy command to convergence.
+  returned: when a deploy ran
+  type: float
+  sample: 3.4
+tasks:
+  description:
+    - On failure, the failed or rejected tasks with their own error text (C(error)),
+      state, image and node.
+  returned: on failure to converge
+  type: list
+  elements: dict
+  sample:
+    - service: custom-html_ci_example_org_app
+      state: rejected
+      error: "No such image: ccci/web:9.99-doesnotexist"
+      image: ccci/web:9.99-doesnotexist
+diff:
+  description: C(before) and C(after), each with C(state), C(version) and C(commit).
+  returned: when diff mode is on
+  type: dict
+  sample:
+    before: {state: deployed, version: 1.0.0+1.28, commit: 5d6085fc4e36922692061715cec46db0f9da342f}
+    after: {state: deployed, version: 1.1.0+1.29, commit: fa17446f2e24aa86e32a1d5771f9318b8cc80c40}
+"""
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import (  # noqa: E402
+    AppEnvError,
+    build_app_env,
+    version_label,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (  # noqa: E402
+    DEFAULT_DEPLOY_TIMEOUT,
+    get_driver,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (  # noqa: E402
+    ValidationError,
+    stack_name,
+    validate_recipe,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import (  # noqa: E402
+    RecipeError,
+    RecipeRepo,
+    Resolved,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (  # noqa: E402
+    StackState,
+    SwarmError,
+    converged,
+    deployed_commit,
+    deployed_version,
+)
+
+#: Deploy label carrying a digest of the app env and compose file list.
+ENV_LABEL = "coop-cloud.ccci.env"
+
+
+def env_digest(env: dict, compose_files: list) -> str:
+    """sha256 of the app env and compose file list (secret values are not in the env)."""
+    doc = json.dumps({"env": env, "compose_files": compose_files}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def load_compose(checkout: str, compose_files: list) -> list:
+    """The compose files as parsed YAML, in order (for the version label they carry)."""
+    import yaml
+
+    docs = []
+    for rel in compose_files:
+        try:
+            with open(os.path.join(checkout, rel), encoding="utf-8") as handle:
+                docs.append(yaml.safe_load(handle) or {})
+        except (OSError, yaml.YAMLError) as exc:
+            raise AppEnvError(f"compose file {rel} of the recipe cannot be read: {exc}") from exc
+    return docs
+
+
+def app_state(state: StackState) -> str:
+    if state.services:
+        return "deployed"
+    if state.volumes or state.secrets:
+        return "undeployed"
+    return "absent"
+
+
+def facts(state: StackState) -> dict:
+    return {"state": app_state(state), "version": deployed_version(state),
+            "commit": deployed_commit(state)}  # fmt: skip
+
+
+class RecipeApp:
+    """Computes changed and the diff first; only the side effect is skipped in check mode."""
+
+    def __init__(self, module: AnsibleModule, driver=None) -> None:
+        self.module = module
+        self.params = module.params
+        self.check_mode = module.check_mode
+        self.stack = stack_name(self.params["domain"])
+        self.driver = driver or get_driver(self.params["driver"])
+        self.result: dict = {"changed": False, "stack": self.stack}
+        self._tmp: str | None = None
+
+    # -- outcome -------------------------------------------------------------------------
+
+    def finish(self, before: dict, after: dict, state: StackState | None) -> None:
+        if state is not None:
+            self.result.update(
+                services=[s.summary() for s in state.services],
+                volumes=[v.summary() for v in state.volumes],
+            )
+        self.result.update(state=after["state"], version=after["version"],
+                           commit=after["commit"])  # fmt: skip
+        if self.module._diff:
+            self.result["diff"] = {"before": before, "after": after}
+
+    # -- states --------------------------------------------------------------------------
+
+    def resolve(self) -> Resolved:
+        repo = RecipeRepo(self.params["recipes_dir"], self.params["recipe"])
+        if self.params["fetch"]:
+            repo.fetch()
+        version = self.params["version"]
+        if version is None:
+            return repo.resolve(self.params["ref"])
+        tags = repo.version_tags()
+        if version not in tags:
+            raise RecipeError(
+                f"version {version!r} is not a version tag of recipe "
+                f"{self.params['recipe']!r}; its versions are: {', '.join(tags) or 'none'}"
+            )
+        return Resolved(ref=version, commit=repo.commit_of(version), version=version)
+
+    def checkout(self, commit: str) -> str:
+        repo = RecipeRepo(self.params["recipes_dir"], self.params["recipe"])
+        work_dir = self.params["work_dir"]
+        if work_dir is None:
+            self._tmp = tempfile.mkdtemp(prefix=f"ccci-{self.params['recipe']}-")
+            work_dir = f"{self._tmp}/checkout"
+        return repo.checkout(commit, work_dir)
+
+    def deployed(self) -> None:
+        resolved = self.resolve()
+        self.result["resolved"] = {"ref": resolved.ref, "commit": resolved.commit,
+                                   "version": resolved.version}  # fmt: skip
+        checkout = self.checkout(resolved.commit)
+        app = build_app_env(checkout, self.params["domain"], self.params["env"])
+        digest = env_digest(app.env, app.compose_files)
+        existing = {s.name for s in self.driver.client.secrets.list()}
+        secrets = app.secret_values(self.params["secrets"], existing)
+
+        state = self.driver.state(self.stack)
+        before = facts(state)
+        same = (
+            before["commit"] == resolved.commit
+            and all(s.labels.get(ENV_LABEL) == digest for s in state.services)
+            and converged(state)[0]
+        )
+        label = version_label(load_compose(checkout, app.compose_files), self.stack)
+        version = (label.version if label else None) or resolved.version
+        after = {"state": "deployed", "version": version, "commit": resolved.commit}
+        self.result["secrets_created"] = []
+        if same:
+            self.finish(before, after, state)
+            return
+        self.result["changed"] = True
+        if self.check_mode:
+            self.result["secrets_created"] = sorted(secrets)
+            self.finish(before, after, None)
+            self.result.update(services=[s.summary() for s in state.services],
+                               volumes=[v.summary() for v in state.volumes])  # fmt: skip
+            return
+        out = self.driver.deploy(
+            self.stack, checkout, app.compose_files, app.env, secrets,
+            version=resolved.version or version, commit=resolved.commit,
+            timeout=self.params["wait_timeout"], labels={ENV_LABEL: digest},
+        )  # fmt: skip
+        self.result.update(
+            secrets_created=out["secrets_created"], cmd=out["cmd"], rc=out["rc"],
+            stdout=out["stdout"], stderr=out["stderr"], elapsed=out["elapsed"],
+        )  # fmt: skip
+        state = self.driver.state(self.stack)
+        self.finish(before, facts(state), state)
+
+    def taken_off(self, remove: bool) -> None:
+        state = self.driver.state(self.stack)
+        before = facts(state)
+        needed = self.driver.remove_needed(state) if remove else self.driver.undeploy_needed(state)
+        predicted = (
+            "absent" if remove else ("undeployed" if before["state"] != "absent" else "absent")
+        )
+        after = {"state": predicted, "version": None, "commit": None}
+        self.result["removed"] = {}
+        if not needed:
+            self.finish(before, after, state)
+            return
+        self.result["changed"] = True
+        if self.check_mode:
+            self.finish(before, after, None)
+            kept = [] if remove else [v.summary() for v in state.volumes]
+            self.result.update(services=[], volumes=kept)
+            return
+        timeout = self.params["wait_timeout"]
+        out = (
+            self.driver.remove(self.stack, timeout)
+            if remove
+            else self.driver.undeploy(self.stack, timeout)
+        )
+        self.result["removed"] = out["removed"]
+        state = self.driver.state(self.stack)
+        self.finish(before, facts(state), state)
+
+    # -- driver ----------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        try:
+            what = self.params["state"]
+            if what == "deployed":
+                self.deployed()
+            else:
+                self.taken_off(remove=what == "absent")
+        finally:
+            if self._tmp:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+        return self.result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "state": {"type": "str", "default": "deployed",
+                      "choices": ["deployed", "undeployed", "absent"]},
+            "recipe": {"type": "str"},
+            "domain": {"type": "str", "required": True},
+            "ref": {"type": "str"},
+            "version": {"type": "str"},
+            "env": {"type": "dict", "default": {}},
+            "secrets": {"type": "dict", "default": {}, "no_log": True},
+            "driver": {"type": "str", "default": "stack", "choices": ["stack", "abra"]},
+            "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
+            "fetch": {"type": "bool", "default": True},
+            "work_dir": {"type": "path"},
+            "wait_timeout": {"type": "int", "default": DEFAULT_DEPLOY_TIMEOUT},
+        },
+        mutually_exclusive=[("ref", "version")],
+        required_if=[("state", "deployed", ("recipe",))],
+        supports_check_mode=True,
+    )  # fmt: skip
+    app = None
+    try:
+        if module.params["recipe"] is not None:
+            validate_recipe(module.params["recipe"])
+        app = RecipeApp(module)
+        result = app.run()
+    except (ValidationError, AppEnvError) as exc:
+        module.fail_json(msg=str(exc))
+    except RecipeError as exc:
+        evidence = {
+            k: getattr(exc, k)
+            for k in ("rc", "stdout", "stderr")
+            if getattr(exc, k, None) is not None
+        }
+        module.fail_json(msg=str(exc), **evidence)
+    except SwarmError as exc:
+        partial = dict(app.result) if app else {}
+        partial.pop("changed", None)
+        module.fail_json(
+            msg=f"app {module.params['domain']}: {exc.message}",
+            changed=bool(exc.cmd),
+            **{**partial, **exc.evidence()},
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
