@@ -349,3 +349,26 @@ def test_present_is_idempotent_and_check_mode_predicts(kc, unique):
     ]
     assert realms.absent("app", unique).changed
     assert not realms.absent("app", unique).changed
+
+
+def test_present_repairs_a_disabled_realm_and_a_half_set_up_user(kc, unique):
+    admin = admin_for(kc)
+    realms = CiRealms(admin, ADMIN_PASSWORD)
+    realm = f"app-{unique}"
+    admin.create_realm(realm, enabled=False)
+    user_id = admin.create_user(realm, "ci-user", "x@example.org", "", "")
+    admin.update_user(realm, user_id, {"requiredActions": ["VERIFY_EMAIL"]})
+    spec = RealmSpec(recipe="app", run_id=unique)
+    predicted = realms.present(spec, check_mode=True)
+    assert predicted.actions == [
+        "enable realm",
+        "create client",
+        "update user email, firstName, lastName, requiredActions",
+        "set password",
+    ]
+    done = realms.present(spec)
+    assert done.actions == predicted.actions
+    assert admin.get_realm(realm)["enabled"] is True
+    creds = done.result["credentials"]
+    admin.password_grant(realm, "app", creds["client_secret"], "ci-user", creds["user_password"])
+    assert not realms.present(spec).changed
