@@ -103,7 +103,8 @@ options:
   work_dir:
     description:
       - Where the per-run checkout goes; must be absent or empty, and is kept.
-      - Default is a temporary directory, removed when the task ends.
+      - Default is a temporary directory, removed when the task ends. Check mode always
+        uses a temporary directory.
     type: path
   wait_timeout:
     description:
@@ -405,7 +406,7 @@ class RecipeApp:
     def checkout(self, commit: str) -> str:
         repo = RecipeRepo(self.params["recipes_dir"], self.params["recipe"])
         work_dir = self.params["work_dir"]
-        if work_dir is None:
+        if work_dir is None or self.check_mode:  # check mode leaves work_dir alone
             self._tmp = tempfile.mkdtemp(prefix=f"ccci-{self.params['recipe']}-")
             work_dir = f"{self._tmp}/checkout"
         return repo.checkout(commit, work_dir)
@@ -517,6 +518,9 @@ def main() -> None:
         required_if=[("state", "deployed", ("recipe",))],
         supports_check_mode=True,
     )  # fmt: skip
+    if module.params["state"] == "deployed" and not module.params["recipe"]:
+        # required_if does not fire when state is left to its default
+        module.fail_json(msg="state is deployed but all of the following are missing: recipe")
     app = None
     try:
         if module.params["recipe"] is not None:
