@@ -396,12 +396,13 @@ def deploy_failure(
 ) -> str | None:
     """Why this deploy can no longer converge, or ``None`` while it still may.
 
-    A task Rejected at or after ``since`` (e.g. ``No such image``), a service with
+    Only tasks of the service's current spec count (a previous deploy's failures are
+    history). A task Rejected at or after ``since`` (e.g. ``No such image``), a service with
     ``max_failures`` or more Failed tasks since then (it keeps failing), or an update the
     swarm paused or rolled back after ``since``. The sentence quotes the task's own error.
     """
     for svc in state.services:
-        mine = [t for t in svc.tasks if t.failed and _since_ok(t, since)]
+        mine = [t for t in svc.tasks if t.failed and t.current and _since_ok(t, since)]
         rejected = [t for t in mine if t.state == "rejected"]
         if rejected:
             return f"service {svc.name} cannot start: {_task_line(rejected[-1])}"
@@ -426,8 +427,8 @@ def converged(state: StackState, since: datetime.datetime | None = None) -> tupl
 
     Converged means, for every service: running replicas equal desired ones; every
     running task runs the service's current spec and image; no update in progress or
-    broken; no task Rejected at or after ``since``; and no slot whose latest task is a
-    Failed one since then. A task that failed once and was replaced by a running one
+    broken; no task of the current spec Rejected at or after ``since``; and no slot whose
+    latest task is a Failed one of the current spec since then. A task that failed once and was replaced by a running one
     does not block convergence (many apps restart once while a dependency boots);
     :func:`deploy_failure` catches a service that keeps failing, and callers wanting
     zero tolerance use :func:`failed_tasks`.
@@ -436,7 +437,9 @@ def converged(state: StackState, since: datetime.datetime | None = None) -> tupl
         return False, f"stack {state.stack} has no services"
     parts = []
     for svc in state.services:
-        rejected = [t for t in svc.tasks if t.state == "rejected" and _since_ok(t, since)]
+        rejected = [
+            t for t in svc.tasks if t.state == "rejected" and t.current and _since_ok(t, since)
+        ]
         if rejected:
             return False, f"service {svc.name}: {_task_line(rejected[-1])}"
         if svc.update_state in UPDATING_STATES:
@@ -447,7 +450,7 @@ def converged(state: StackState, since: datetime.datetime | None = None) -> tupl
             return False, f"service {svc.name}: update {svc.update_state} ({svc.update_message})"
         for task in _latest_per_slot(svc):
             # Only the latest task of a slot counts: a failed one that was replaced is past.
-            if task.failed and _since_ok(task, since):
+            if task.failed and task.current and _since_ok(task, since):
                 return False, f"service {svc.name}: {_task_line(task)}"
         stale = [t for t in svc.tasks if t.running and (not t.current or t.image != svc.image)]
         if stale:

@@ -215,3 +215,26 @@ def test_notes_with_overlay_secret_and_two_volumes(examples, unique, cleanup_sta
     res = run_module(MODULE, args)
     assert res.rc == 0 and res.last["changed"] is True, dump(res)
     assert res.last["secrets_created"] == []
+
+
+def test_fixed_after_broken_is_idempotent(examples, unique, cleanup_stacks):
+    """The rejected tasks of the broken spec stay in the task history: they are history."""
+    html = examples["custom-html"]
+    stack = f"t{unique}_ccci_test"
+    cleanup_stacks.append(stack)
+    port = free_port()
+    args = {
+        "recipe": "custom-html",
+        "domain": f"t{unique}.ccci.test",
+        "ref": html["broken_branch"],
+        "recipes_dir": recipes_dir(examples),
+        "env": {"COMPOSE_FILE": "compose.yml:compose.ci.yml", "CI_HTTP_PORT": str(port)},
+        "wait_timeout": 120,
+    }
+    assert run_module(MODULE, args).rc != 0
+    fixed = {**args, "ref": html["latest"]}
+    res = run_module(MODULE, fixed)
+    assert res.rc == 0 and res.last["changed"] is True, dump(res)
+    assert get(port, "/.served-by").text.strip() == "1.29"
+    res = run_module(MODULE, fixed)
+    assert res.rc == 0 and res.last["changed"] is False, dump(res)

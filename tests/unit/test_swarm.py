@@ -123,6 +123,19 @@ def test_rejections_before_since_belong_to_an_earlier_deploy():
     assert sw.failed_tasks(state) == [old]
 
 
+def test_failures_of_a_previous_spec_are_history():
+    # a broken deploy, then a good one: the rejected tasks ran the broken spec
+    old = [
+        task("s_ccci_test_app", state="rejected", desired="shutdown", t=-30 + i,
+             image="ccci/web:9.99", error="No such image: ccci/web:9.99", current=False)
+        for i in range(4)
+    ]  # fmt: skip
+    state = stack(service("app", [*old, task("s_ccci_test_app", t=5)]))
+    assert sw.converged(state) == (True, "stack s_ccci_test converged: app 1/1 ccci/web:1.29")
+    assert sw.deploy_failure(state) is None
+    assert len(sw.failed_tasks(state)) == 4  # still reported as history
+
+
 def test_restarting_task_tolerated_once_then_keeps_failing_is_fatal():
     first = task(
         "s_ccci_test_app", state="failed", desired="shutdown", t=1, error="task: non-zero exit (1)"
