@@ -231,6 +231,8 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (  # no
 def _acquire(module: AnsibleModule, lock: AppLock, params: dict) -> dict:
     run_id = params["run_id"]
     if module.check_mode:
+        # A real run would fail without an owner process: so does the prediction.
+        lock.new_record(run_id, owner_pid=params["owner_pid"], play=params["play"])
         changed, holder, broken = lock.predict_acquire(run_id, force=params["force"])
         if changed and holder is not None and broken is None:
             module.warn(

@@ -197,3 +197,12 @@ def test_bad_arguments_fail_with_one_sentence_and_create_nothing(run, state_dir,
     assert result["failed"] is True
     assert message in result["msg"]
     assert os.listdir(state_dir) == []
+
+
+def test_check_mode_fails_where_a_real_run_would(run, state_dir):
+    result = run(check=True, run_id="a1b2c3")  # no ansible-playbook parent, no owner_pid
+    assert result["failed"] is True
+    assert "no ansible-playbook process was found" in result["msg"]
+    gone = run(check=True, run_id="a1b2c3", owner_pid=dead_pid())
+    assert "does not run" in gone["msg"]
+    assert os.listdir(state_dir) == []
