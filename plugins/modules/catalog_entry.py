@@ -137,9 +137,9 @@ errors:
   sample: ["/srv/ci-catalog/pad/recipe.yml: unknown key 'warm_canonicl' (allowed: recipe, warm_canonical, sso, stages, http, health, overlays, env, upgrade_from)"]
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._catalog import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._catalog import (
     CatalogError,
     default_catalog_dir,
     list_entries,

@@ -272,15 +272,15 @@ body:
   sample: '{"error":"invalid_grant","error_description":"Invalid user credentials"}'
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, env_fallback
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import (
     CiRealms,
     KeycloakAdmin,
     KeycloakError,
     RealmSpec,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_recipe,
     validate_run_id,

@@ -197,11 +197,11 @@ alert:
       migration')\n\n## 1.2.0+1.30\n\nRun a manual migration of the database before deploying."
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError  # noqa: E402
-from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeError, RecipeRepo  # noqa: E402
-from ansible_collections.coopcloud.ci.plugins.module_utils._release import decide  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
+from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeError, RecipeRepo
+from ansible_collections.coopcloud.ci.plugins.module_utils._release import decide
 
 
 def run(module: AnsibleModule) -> dict:

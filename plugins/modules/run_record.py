@@ -251,16 +251,16 @@ junit:
   sample: /tmp/junit-a1b2c3.xml
 """
 
-import contextlib  # noqa: E402
-import os  # noqa: E402
+import contextlib
+import os
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_state_dir,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
     RunError,
     RunRecord,
     clean_text,
@@ -269,7 +269,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (  # noq
     record_path,
     summary_lines,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._state import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     StateError,
     atomic_write_bytes,
 )

@@ -223,15 +223,15 @@ seen_count:
   sample: 12
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import (
     CORE_KEYS,
     AlertError,
     AlertStore,
     relay,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_state_dir,
 )

@@ -214,15 +214,15 @@ lock_path:
   sample: /var/lib/ci-warm/custom-html/lock
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._lock import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._lock import (
     AppLock,
     LockError,
     LockTimeout,
     describe,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_run_id,
 )
