@@ -176,7 +176,14 @@ class Driver:
         version: str | None = None,
         commit: str | None = None,
         timeout: float = DEFAULT_DEPLOY_TIMEOUT,
+        labels: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
+        """Create missing ``secrets`` ({swarm name: value}), deploy, wait until converged.
+
+        Every service gets the deploy labels ``coop-cloud.ccci.commit``/``.version`` and
+        ``labels``. Raises :class:`DriverError` (with the command's evidence and the failed
+        tasks' own error text) when the deploy fails or does not converge in ``timeout``.
+        """
         raise NotImplementedError
 
     def undeploy(self, stack: str, timeout: float = DEFAULT_REMOVE_TIMEOUT) -> dict[str, Any]:
@@ -184,6 +191,21 @@ class Driver:
 
     def remove(self, stack: str, timeout: float = DEFAULT_REMOVE_TIMEOUT) -> dict[str, Any]:
         raise NotImplementedError
+
+    def state(self, stack: str):
+        """The stack as :class:`._swarm.StackState` (read through the Docker SDK)."""
+        return read_stack(self.client, stack)
+
+    @staticmethod
+    def undeploy_needed(state) -> bool:
+        """Would :meth:`undeploy` change anything? Services, containers, networks or
+        configs of the stack are left."""
+        return bool(state.services or state.containers or state.networks or state.configs)
+
+    @classmethod
+    def remove_needed(cls, state) -> bool:
+        """Would :meth:`remove` change anything? Also volumes or secrets are left."""
+        return cls.undeploy_needed(state) or bool(state.volumes or state.secrets)
 
     def status(self, stack: str) -> dict[str, Any]:
         """Services, images, replicas, deployed version and commit, and a task summary."""
@@ -220,9 +242,14 @@ class Driver:
         return created
 
     def write_labels_overlay(
-        self, workdir: str, compose_files: Sequence[str], version: str | None, commit: str | None
+        self,
+        workdir: str,
+        compose_files: Sequence[str],
+        version: str | None,
+        commit: str | None,
+        extra: Mapping[str, str] | None = None,
     ) -> str | None:
-        labels = {}
+        labels = dict(extra or {})
         if commit:
             labels[COMMIT_LABEL] = commit
         if version:
@@ -340,12 +367,13 @@ class StackDriver(Driver):
         version=None,
         commit=None,
         timeout=DEFAULT_DEPLOY_TIMEOUT,
+        labels=None,
     ):
         files = list(compose_files)
         if not files:
             raise DriverError(f"stack {stack} has no compose files to deploy")
         created = self.ensure_secrets(stack, secrets)
-        overlay = self.write_labels_overlay(workdir, files, version, commit)
+        overlay = self.write_labels_overlay(workdir, files, version, commit, labels)
         if overlay:
             files.append(overlay)
         cmd = self.deploy_argv(stack, files)
@@ -372,7 +400,7 @@ class StackDriver(Driver):
 
     def undeploy(self, stack, timeout=DEFAULT_REMOVE_TIMEOUT):
         state = read_stack(self.client, stack)
-        if not (state.services or state.containers or state.networks or state.configs):
+        if not self.undeploy_needed(state):
             return {"changed": False, "removed": {}}
         removed: dict[str, list[str]] = {"services": [s.name for s in state.services]}
         if state.services:
@@ -531,11 +559,12 @@ class AbraDriver(Driver):
         version=None,
         commit=None,
         timeout=DEFAULT_DEPLOY_TIMEOUT,
+        labels=None,
     ):
         domain = self.domain_of(stack, env)
         created = self.ensure_secrets(stack, secrets)
         files = list(compose_files)
-        overlay = self.write_labels_overlay(workdir, files, version, commit)
+        overlay = self.write_labels_overlay(workdir, files, version, commit, labels)
         app_env = dict(env)
         if overlay:
             app_env["COMPOSE_FILE"] = ":".join([*files, overlay])
@@ -563,7 +592,7 @@ class AbraDriver(Driver):
 
     def undeploy(self, stack, timeout=DEFAULT_REMOVE_TIMEOUT):
         state = read_stack(self.client, stack)
-        if not state.services:
+        if not self.undeploy_needed(state):
             return {"changed": False, "removed": {}}
         domain = self.domain_of(stack)
         self.run(self.undeploy_argv(domain), env=self._env(), what=f"abra app undeploy of {domain}")
