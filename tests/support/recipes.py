@@ -93,6 +93,8 @@ services:
   app:
     image: {image}
     entrypoint: ["/bin/sh", "/docker-entrypoint.sh"]
+    # busybox httpd and sh ignore SIGTERM: do not wait 10 s for each stop.
+    stop_grace_period: 1s
     environment:
       - DOMAIN
     configs:
@@ -232,6 +234,7 @@ services:
   app:
     image: {web}
     command: ["httpd", "-f", "-p", "80", "-h", "/srv/notes"]
+    stop_grace_period: 1s
     environment:
       - DOMAIN
       - NOTES_TITLE=${{NOTES_TITLE:-Notes}}
@@ -246,6 +249,7 @@ services:
   db:
     image: ccci/busybox:latest
     entrypoint: ["/bin/sh", "/entrypoint.db.sh"]
+    stop_grace_period: 1s
     secrets:
       - db_password
     configs:
