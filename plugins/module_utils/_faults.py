@@ -1,0 +1,65 @@
+# Copyright: coopcloud.ci developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Crash points for tests. PRIVATE to the collection: no compatibility promises.
+
+Code that must survive a crash calls :func:`checkpoint` at the places where a crash is
+most interesting (archives written but not yet swapped in, halfway through a swap, ...).
+In production the call is one environment lookup and returns.
+
+A test that wants to crash the process at a point sets two environment variables::
+
+    CCCI_PAUSE_AT=snapshot.written       # the checkpoint name
+    CCCI_PAUSE_DIR=/tmp/some-dir         # where the marker file goes
+
+When the process reaches that checkpoint it creates ``$CCCI_PAUSE_DIR/<name>.reached``
+(holding its pid) and blocks until the file is deleted. Meanwhile the test does what it
+came for, typically ``SIGKILL``, and then checks what was left behind. Deleting the file
+lets the process continue, which tests use to prove the point is on the normal path.
+``CCCI_PAUSE_TIMEOUT`` (seconds, default 600) bounds the wait: a forgotten pause fails
+loudly instead of hanging a test run forever.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+ENV_AT = "CCCI_PAUSE_AT"
+ENV_DIR = "CCCI_PAUSE_DIR"
+ENV_TIMEOUT = "CCCI_PAUSE_TIMEOUT"
+
+#: Every checkpoint name the collection uses, so tests can iterate over them.
+POINTS: dict[str, str] = {}
+
+
+def register(name: str, where: str) -> str:
+    """Declare a checkpoint (done at import time by the code that uses it)."""
+    POINTS[name] = where
+    return name
+
+
+def checkpoint(name: str) -> None:
+    """Pause here when ``CCCI_PAUSE_AT`` names this point; otherwise return at once."""
+    if os.environ.get(ENV_AT) != name:
+        return
+    _pause(name)
+
+
+def marker_path(name: str, directory: str | None = None) -> str:
+    directory = directory or os.environ.get(ENV_DIR) or "/tmp"
+    return os.path.join(directory, f"{name}.reached")
+
+
+def _pause(name: str) -> None:
+    marker = marker_path(name)
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with open(marker, "w", encoding="ascii") as handle:
+        handle.write(f"{os.getpid()}\n")
+    timeout = float(os.environ.get(ENV_TIMEOUT, "600"))
+    deadline = time.monotonic() + timeout
+    while os.path.exists(marker):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"test crash point {name!r} waited {timeout:g}s for {marker} to be deleted"
+            )
+        time.sleep(0.02)
