@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -258,7 +259,7 @@ def test_remove(store, tree):
 
 
 def test_bad_volume_names_and_sources(store, tree, tmp_path):
-    with pytest.raises(SnapshotError, match="volume name '../x' is invalid"):
+    with pytest.raises(SnapshotError, match=r"volume name '\.\./x' is invalid"):
         store.take({"../x": str(tree)})
     with pytest.raises(SnapshotError, match="is not a directory"):
         store.take({"content": str(tmp_path / "missing")})
@@ -284,11 +285,13 @@ def test_flipped_byte_is_refused_and_the_volume_untouched(store, tree, where):
     mutate(tree)
     changed = tree_digest(str(tree))
     flip_byte(archive, 5000 if where == "content" else 1030)
-    with pytest.raises(CorruptSnapshotError, match=f"archive {archive} does not match its sha256"):
+    with pytest.raises(
+        CorruptSnapshotError, match=re.escape(f"archive {archive} does not match its sha256")
+    ):
         store.restore({"content": str(tree)})
     assert tree_digest(str(tree)) == changed
     assert listing(tree.parent) == ["_data"]
-    with pytest.raises(CorruptSnapshotError, match="content.tar"):
+    with pytest.raises(CorruptSnapshotError, match=r"content\.tar"):
         store.verify()
 
 
@@ -299,7 +302,7 @@ def test_truncated_archive_and_missing_archive(store, tree):
     with pytest.raises(CorruptSnapshotError, match=r"content.tar has \d+ bytes but the manifest"):
         store.verify()
     archive.unlink()
-    with pytest.raises(CorruptSnapshotError, match="content.tar named in the snapshot manifest"):
+    with pytest.raises(CorruptSnapshotError, match=r"content\.tar named in the snapshot manifest"):
         store.restore({"content": str(tree)})
 
 
@@ -446,7 +449,7 @@ def test_global_headers_and_gnu_long_names(store, tree):
 
 def test_gnu_long_name_attack_is_caught(store):
     plant(store, [member("x" * 50 + "/../../" + "y" * 60)], fmt=tarfile.GNU_FORMAT)
-    with pytest.raises(HostileArchiveError, match="'..' component"):
+    with pytest.raises(HostileArchiveError, match=r"'\.\.' component"):
         store.verify()
 
 
@@ -454,7 +457,7 @@ def test_hostile_tree_is_never_snapshotted_and_the_old_snapshot_stays(store, tre
     store.take({"content": str(tree)})
     digest = store.manifest_digest()
     os.symlink("/etc/passwd", tree / "escape")
-    with pytest.raises(HostileArchiveError, match="escape.*leaves the volume"):
+    with pytest.raises(HostileArchiveError, match=r"escape.*leaves the volume"):
         store.take({"content": str(tree)})
     assert store.manifest_digest() == digest
     store.verify()
@@ -664,5 +667,5 @@ def test_checkpoint_times_out_loudly(monkeypatch, tmp_path):
     monkeypatch.setenv("CCCI_PAUSE_DIR", str(tmp_path))
     monkeypatch.setenv("CCCI_PAUSE_AT", "stuck")
     monkeypatch.setenv("CCCI_PAUSE_TIMEOUT", "0.1")
-    with pytest.raises(RuntimeError, match="waited 0.1s"):
+    with pytest.raises(RuntimeError, match=r"waited 0\.1s"):
         _faults.checkpoint("stuck")
