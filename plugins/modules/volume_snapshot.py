@@ -310,14 +310,14 @@ def _volumes(manifest: dict | None, stack: str | None) -> list[dict]:
 class VolumeSnapshot:
     """Computes changed and diff first, then acts unless in check mode."""
 
-    def __init__(self, module: AnsibleModule, client_factory=_client) -> None:
+    def __init__(self, module: AnsibleModule, client_factory=None) -> None:
         self.module = module
         self.p = module.params
         self.check = module.check_mode
         self.store = SnapshotStore(
             validate_state_dir(self.p["state_dir"]), self.p["recipe"], self.p["max_members"]
         )
-        self.client_factory = client_factory
+        self.client_factory = client_factory or (lambda: _client())
         self.recovered: list[str] = []
 
     def _before(self) -> tuple[dict | None, str]:
