@@ -73,6 +73,40 @@ options:
         O(domain); C(abra.sh) exports are applied after these, as abra does.
     type: dict
     default: {}
+  overlays:
+    description:
+      - Compose overlays (paths relative to the recipe's root) added to the app's
+        C(COMPOSE_FILE) - the one from the recipe's C(.env.sample), or from O(env) when
+        it sets C(COMPOSE_FILE) - in this order. An overlay already listed is not added
+        twice.
+      - The overlays are part of the env digest, so adding or dropping one redeploys.
+    type: list
+    elements: str
+    default: []
+  publish:
+    description:
+      - Publishes one container port of one service on the host, in host mode (the
+        swarm's ingress needs IPVS, which some kernels lack), so the app can be reached
+        at C(http://<node>:<published>) without a proxy - in tests and on CI hosts
+        without one.
+      - Added through the generated compose overlay that also carries the deploy labels.
+      - The host port is part of the env digest, so a redeploy on the same port is V(ok).
+    type: dict
+    suboptions:
+      service:
+        description: The service short name, for example V(app) for C(<stack>_app).
+        type: str
+        required: true
+      port:
+        description: The container port to publish, for example V(80).
+        type: int
+        required: true
+      published:
+        description:
+          - The host port. Default is the host port the deployed service already
+            publishes O(publish.port) on (so an upgrade keeps the URL), else a port
+            that is free on this host.
+        type: int
   secrets:
     description:
       - Values of recipe secrets by short name (C(db_password) for
@@ -119,6 +153,8 @@ attributes:
       - Resolves the ref and reads the stack, then predicts exactly whether a deploy
         would run by comparing the deployed commit and env labels with the resolved
         ones. A C(generate=false) secret that is missing fails in check mode too.
+      - With O(publish) and no O(publish.published), a port that is free now is
+        predicted when the service publishes none yet; the real run may pick another.
   diff_mode:
     support: full
     details:
@@ -155,6 +191,29 @@ EXAMPLES = r"""
       CI_HTTP_PORT: "8080"
     wait_timeout: 600
   register: app
+
+- name: Deploy a per-run app reachable on a host port (no proxy on this machine)
+  coopcloud.ci.recipe_app:
+    recipe: custom-html
+    domain: "html-{{ ccci_run_id }}.ci.example.org"
+    ref: "{{ ref }}"
+    publish:
+      service: app
+      port: 80
+  register: app
+
+- name: Probe it where it was published
+  ansible.builtin.uri:
+    url: "http://127.0.0.1:{{ app.published_port }}/"
+
+- name: Deploy notes with its tuning overlay
+  coopcloud.ci.recipe_app:
+    recipe: notes
+    domain: notes.ci.example.org
+    overlays:
+      - db/compose.db-tune.yml
+    env:
+      DB_CACHE_MB: "256"
 
 - name: Deploy notes with its SMTP password (a generate=false secret)
   coopcloud.ci.recipe_app:
@@ -229,6 +288,11 @@ resolved:
     ref: null
     commit: fa17446f2e24aa86e32a1d5771f9318b8cc80c40
     version: 1.1.0+1.29
+published_port:
+  description: The host port O(publish.port) of O(publish.service) is published on.
+  returned: when O(publish) is given and O(state=deployed)
+  type: int
+  sample: 31234
 secrets_created:
   description: Names (never values) of the swarm secrets created by this task.
   returned: when O(state=deployed)
@@ -289,34 +353,37 @@ diff:
     after: {state: deployed, version: 1.1.0+1.29, commit: fa17446f2e24aa86e32a1d5771f9318b8cc80c40}
 """
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import (
     AppEnvError,
     build_app_env,
     version_label,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
+    check_publish,
+    compose_services,
+    free_host_port,
     get_driver,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     stack_name,
     validate_recipe,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import (
     RecipeError,
     RecipeRepo,
     Resolved,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (  # noqa: E402
+from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     StackState,
     SwarmError,
     converged,
@@ -328,10 +395,22 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (  # no
 ENV_LABEL = "coop-cloud.ccci.env"
 
 
-def env_digest(env: dict, compose_files: list) -> str:
-    """sha256 of the app env and compose file list (secret values are not in the env)."""
-    doc = json.dumps({"env": env, "compose_files": compose_files}, sort_keys=True)
-    return hashlib.sha256(doc.encode()).hexdigest()
+def env_digest(env: dict, compose_files: list, publish: dict | None = None) -> str:
+    """sha256 of the app env, the compose file list and, when given, the published port
+    (secret values are not in the env)."""
+    doc: dict = {"env": env, "compose_files": compose_files}
+    if publish:
+        doc["publish"] = publish
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def with_overlays(compose_files: list, overlays: list) -> list:
+    """``compose_files`` then each of ``overlays`` not already among them, in order."""
+    files = list(compose_files)
+    for rel in overlays:
+        if os.path.normpath(rel) not in files:
+            files.append(os.path.normpath(rel))
+    return files
 
 
 def load_compose(checkout: str, compose_files: list) -> list:
@@ -411,17 +490,39 @@ class RecipeApp:
             work_dir = f"{self._tmp}/checkout"
         return repo.checkout(commit, work_dir)
 
+    def publish(self, checkout: str, compose_files: list) -> dict | None:
+        """O(publish) with its host port settled: given, else the one the service
+        publishes now (an upgrade keeps its URL), else a free one."""
+        asked = self.params["publish"]
+        if not asked:
+            return None
+        services, _ = compose_services(checkout, compose_files)
+        publish = {"service": asked["service"], "port": asked["port"], "published": 1}
+        check_publish(publish, services, self.stack)
+        published = asked["published"]
+        if published is None:
+            published = self.driver.published_port(self.stack, asked["service"], asked["port"])
+        publish["published"] = published or free_host_port()
+        check_publish(publish, services, self.stack)
+        self.result["published_port"] = publish["published"]
+        return publish
+
     def deployed(self) -> None:
         resolved = self.resolve()
         self.result["resolved"] = {"ref": resolved.ref, "commit": resolved.commit,
                                    "version": resolved.version}  # fmt: skip
         checkout = self.checkout(resolved.commit)
         app = build_app_env(checkout, self.params["domain"], self.params["env"])
-        digest = env_digest(app.env, app.compose_files)
+        if self.params["overlays"]:
+            files = with_overlays(app.compose_files, self.params["overlays"])
+            env = {**self.params["env"], "COMPOSE_FILE": ":".join(files)}
+            app = build_app_env(checkout, self.params["domain"], env)
         existing = {s.name for s in self.driver.client.secrets.list()}
         secrets = app.secret_values(self.params["secrets"], existing)
 
         state = self.driver.state(self.stack)
+        publish = self.publish(checkout, app.compose_files)
+        digest = env_digest(app.env, app.compose_files, publish)
         before = facts(state)
         same = (
             before["commit"] == resolved.commit
@@ -445,7 +546,7 @@ class RecipeApp:
         out = self.driver.deploy(
             self.stack, checkout, app.compose_files, app.env, secrets,
             version=resolved.version or version, commit=resolved.commit,
-            timeout=self.params["wait_timeout"], labels={ENV_LABEL: digest},
+            timeout=self.params["wait_timeout"], labels={ENV_LABEL: digest}, publish=publish,
         )  # fmt: skip
         self.result.update(
             secrets_created=out["secrets_created"], cmd=out["cmd"], rc=out["rc"],
@@ -508,6 +609,12 @@ def main() -> None:
             "version": {"type": "str"},
             "env": {"type": "dict", "default": {}},
             "secrets": {"type": "dict", "default": {}, "no_log": True},
+            "overlays": {"type": "list", "elements": "str", "default": []},
+            "publish": {"type": "dict", "options": {
+                "service": {"type": "str", "required": True},
+                "port": {"type": "int", "required": True},
+                "published": {"type": "int"},
+            }},
             "driver": {"type": "str", "default": "stack", "choices": ["stack", "abra"]},
             "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
             "fetch": {"type": "bool", "default": True},

@@ -238,3 +238,29 @@ def test_fixed_after_broken_is_idempotent(examples, unique, cleanup_stacks):
     assert get(port, "/.served-by").text.strip() == "1.29"
     res = run_module(MODULE, fixed)
     assert res.rc == 0 and res.last["changed"] is False, dump(res)
+
+
+def test_publish_keeps_the_host_port_across_redeploy_and_upgrade(examples, unique, cleanup_stacks):
+    """publish: without the CI overlay, the app answers on the host port chosen for it."""
+    html = examples["custom-html"]
+    stack = f"t{unique}_ccci_test"
+    cleanup_stacks.append(stack)
+    args = {
+        "recipe": "custom-html",
+        "domain": f"t{unique}.ccci.test",
+        "version": html["previous"],
+        "recipes_dir": recipes_dir(examples),
+        "publish": {"service": "app", "port": 80},
+        "wait_timeout": 120,
+    }
+    res = run_module(MODULE, args)
+    assert res.rc == 0 and res.last["changed"] is True, dump(res)
+    port = res.last["published_port"]
+    assert get(port, "/.served-by").text.strip() == "1.28"
+    res = run_module(MODULE, args)
+    assert res.rc == 0 and res.last["changed"] is False, dump(res)
+    assert res.last["published_port"] == port
+    res = run_module(MODULE, {**args, "version": html["latest"]})
+    assert res.rc == 0 and res.last["changed"] is True, dump(res)
+    assert res.last["published_port"] == port
+    assert get(port, "/.served-by").text.strip() == "1.29"

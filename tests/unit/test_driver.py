@@ -275,3 +275,78 @@ def test_get_driver():
     assert isinstance(drv.get_driver("abra", client=FakeClient()), AbraDriver)
     with pytest.raises(DriverError, match="driver 'helm' is unknown: use one of stack, abra"):
         drv.get_driver("helm")
+
+
+# --- publish ---------------------------------------------------------------------------------
+
+
+def test_labels_overlay_publishes_one_port_in_host_mode():
+    doc = yaml.safe_load(
+        drv.labels_overlay(
+            ["app", "db"], "3.8", {"l": "v"}, {"service": "app", "port": 80, "published": 31234}
+        )
+    )
+    assert doc["services"]["app"] == {
+        "deploy": {"labels": {"l": "v"}},
+        "ports": [{"target": 80, "published": 31234, "protocol": "tcp", "mode": "host"}],
+    }
+    assert doc["services"]["db"] == {"deploy": {"labels": {"l": "v"}}}
+
+
+def test_check_publish_refuses_unknown_services_and_bad_ports():
+    drv.check_publish({"service": "app", "port": 80, "published": 8080}, ["app"], "s")
+    with pytest.raises(DriverError, match=r"service 'web' to publish is not a service of stack s"):
+        drv.check_publish({"service": "web", "port": 80, "published": 8080}, ["app"], "s")
+    for bad in (0, 65536, "80", True, None):
+        with pytest.raises(DriverError, match=r"publish.published of stack s must be a TCP port"):
+            drv.check_publish({"service": "app", "port": 80, "published": bad}, ["app"], "s")
+
+
+def test_stack_deploy_writes_the_port_into_the_generated_overlay(recipe, monkeypatch):
+    driver = StackDriver(client=FakeClient(), runner=Recorder())
+    monkeypatch.setattr(
+        driver,
+        "wait_converged",
+        lambda stack, timeout, since: WaitResult(True, 1, 0.1, StackState(stack=stack), "ok"),
+    )
+    publish = {"service": "db", "port": 5432, "published": 31432}
+    driver.deploy("s_ccci_test", str(recipe), ["compose.yml"], {}, publish=publish)
+    overlay = yaml.safe_load((recipe / "compose.ccci-labels.yml").read_text())
+    assert overlay["services"]["db"]["ports"] == [
+        {"target": 5432, "published": 31432, "protocol": "tcp", "mode": "host"}
+    ]
+    assert set(overlay["services"]) == {"db"}  # no labels asked: only the published service
+    with pytest.raises(DriverError, match="service 'cache' to publish is not a service"):
+        driver.deploy(
+            "s_ccci_test", str(recipe), ["compose.yml"], {}, publish={**publish, "service": "cache"}
+        )
+
+
+def test_published_port_reads_the_exact_service_of_the_stack():
+    def service(name, stack, ports):
+        return {"Spec": {"Name": name, "Labels": {"com.docker.stack.namespace": stack},
+                         "EndpointSpec": {"Ports": ports}}}  # fmt: skip
+
+    port = {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 31080, "PublishMode": "host"}
+    services = [
+        # the name filter matches prefixes: a longer name and another stack's service
+        service("s_app2", "s", [{**port, "PublishedPort": 1}]),
+        service("s_app", "other", [{**port, "PublishedPort": 2}]),
+        service("s_app", "s", [{**port, "TargetPort": 443, "PublishedPort": 3}, port]),
+    ]
+    client = FakeClient()
+    client.api = type("Api", (), {"services": lambda self, filters: services})()
+    driver = StackDriver(client=client, runner=Recorder())
+    assert driver.published_port("s", "app", 80) == 31080
+    assert driver.published_port("s", "app", 8080) is None
+    assert driver.published_port("s", "db", 80) is None
+    services.clear()
+    assert driver.published_port("s", "app", 80) is None
+
+
+def test_free_host_port_is_bindable():
+    import socket
+
+    port = drv.free_host_port()
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", port))

@@ -44,14 +44,16 @@ class FakeDriver(Driver):
         self.stack = StackState(stack=STACK)
         self.calls: list[tuple] = []
         self.fail: DriverError | None = None
+        self.published: dict | None = None
 
     def state(self, stack):
         return self.stack
 
     def deploy(self, stack, workdir, compose_files, env, secrets=None, version=None,
-               commit=None, timeout=300, labels=None):  # fmt: skip
+               commit=None, timeout=300, labels=None, publish=None):  # fmt: skip
         self.calls.append(("deploy", stack, list(compose_files), dict(env), version, commit,
                            sorted(secrets or {}), timeout))  # fmt: skip
+        self.published = dict(publish) if publish else None
         assert Path(workdir, compose_files[0]).is_file()
         if self.fail:
             raise self.fail
@@ -70,6 +72,12 @@ class FakeDriver(Driver):
         return {"changed": True, "cmd": ["docker", "stack", "deploy", stack], "rc": 0,
                 "stdout": "Creating service\n", "stderr": "", "elapsed": 1.0,
                 "secrets_created": sorted(secrets or {})}  # fmt: skip
+
+    def published_port(self, stack, service, port):
+        p = self.published
+        if self.stack.services and p and (p["service"], p["port"]) == (service, port):
+            return p["published"]
+        return None
 
     def undeploy(self, stack, timeout=120):
         self.calls.append(("undeploy", stack))
@@ -223,3 +231,53 @@ def test_undeployed_and_absent(run, driver):
     out = run(state="absent")
     assert out["changed"] is True and out["state"] == "absent" and out["volumes"] == []
     assert run(state="absent")["changed"] is False
+
+
+def test_publish_keeps_its_port_and_is_part_of_the_digest(run, driver, monkeypatch):
+    monkeypatch.setattr(recipe_app, "free_host_port", lambda: 31999)
+    publish = {"service": "app", "port": 80}
+    first = run(version="1.0.0+1.28", publish=publish)
+    assert first["changed"] is True and first["published_port"] == 31999
+    assert driver.published == {"service": "app", "port": 80, "published": 31999}
+    # another free port now: the deployed one is reused, so the task is ok
+    monkeypatch.setattr(recipe_app, "free_host_port", lambda: 32000)
+    again = run(version="1.0.0+1.28", publish=publish)
+    assert again["changed"] is False and again["published_port"] == 31999
+    assert len(driver.calls) == 1
+    # the same port asked for explicitly: still ok; another one redeploys
+    assert run(version="1.0.0+1.28", publish={**publish, "published": 31999})["changed"] is False
+    moved = run(version="1.0.0+1.28", publish={**publish, "published": 31555})
+    assert moved["changed"] is True and moved["published_port"] == 31555
+    # an upgrade keeps the URL
+    up = run(version="1.1.0+1.29", publish=publish)
+    assert up["changed"] is True and up["published_port"] == 31555
+    # dropping publish changes the digest too
+    assert run(check=True, version="1.1.0+1.29")["changed"] is True
+
+
+def test_publish_names_a_service_of_the_recipe(run, driver):
+    out = run(publish={"service": "web", "port": 80, "published": 31000})
+    assert out["failed"] is True
+    assert out["msg"] == (
+        f"app {DOMAIN}: service 'web' to publish is not a service of stack {STACK} "
+        "(its services: app)"
+    )
+    bad = run(publish={"service": "app", "port": 80, "published": 70000})
+    assert "publish.published of stack t1_ccci_test must be a TCP port, got 70000" in bad["msg"]
+    assert driver.calls == []
+
+
+def test_overlays_extend_compose_file_once(run, driver, examples):
+    notes_dir = str(Path(examples["notes"]["path"]).parent)
+    args = {"recipe": "notes", "recipes_dir": notes_dir, "version": "1.1.0+2.1"}
+    run(**args, overlays=["compose.ci.yml", "db/compose.db-tune.yml"],
+        env={"CI_HTTP_PORT": "8080"})  # fmt: skip
+    assert driver.calls[-1][2] == ["compose.yml", "db/compose.db-tune.yml", "compose.ci.yml"]
+    assert driver.calls[-1][3]["COMPOSE_FILE"] == (
+        "compose.yml:db/compose.db-tune.yml:compose.ci.yml"
+    )
+    # a COMPOSE_FILE from env is the base the overlays extend
+    run(**args, overlays=["db/compose.db-tune.yml"], env={"COMPOSE_FILE": "compose.yml"})
+    assert driver.calls[-1][2] == ["compose.yml", "db/compose.db-tune.yml"]
+    missing = run(**args, overlays=["compose.nope.yml"])
+    assert missing["failed"] is True and "compose.nope.yml" in missing["msg"]
