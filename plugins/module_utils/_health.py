@@ -368,12 +368,17 @@ def deploy_time(state: StackState) -> datetime.datetime | None:
     return next(s for s in stamps if s >= newest - DEPLOY_WINDOW)
 
 
+_NO_LIMIT = 2**31
+
+
 def _fatal_tasks(state: StackState, check: SwarmCheck) -> str | None:
     since = check.since
-    failure = deploy_failure(state, since, max_failures=check.max_task_failures + 1)
+    # Rejected tasks and broken updates only: failed tasks are counted stack-wide below.
+    failure = deploy_failure(state, since, max_failures=_NO_LIMIT)
     if failure:
         return failure
-    failed = failed_tasks(state, since)
+    # As in _swarm: a task of a previous spec is not this deploy's failure.
+    failed = [t for t in failed_tasks(state, since) if t.current]
     if len(failed) > check.max_task_failures:
         last = failed[-1]
         return (

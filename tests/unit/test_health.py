@@ -267,7 +267,10 @@ def test_a_failed_task_since_the_deploy_is_fatal_by_default_even_if_replaced():
     )  # fmt: skip
     ok, reason, fatal = swarm_ok(state, check())
     assert (ok, fatal) == (False, True)
-    assert "task f1 of s_app is failed: task: non-zero exit (1)" in reason
+    assert reason == (
+        "1 task of stack s failed since the deploy (max_task_failures=0): "
+        "task f1 of s_app is failed: task: non-zero exit (1)"
+    )
     # converged alone would accept it: the replacement runs
     ok, reason, fatal = swarm_ok(state, check(max_task_failures=1))
     assert (ok, fatal) == (True, False), reason
@@ -277,7 +280,10 @@ def test_a_failed_task_since_the_deploy_is_fatal_by_default_even_if_replaced():
     )
     ok, reason, fatal = swarm_ok(state, check(max_task_failures=1))
     assert (ok, fatal) == (False, True)
-    assert "keeps failing (2 failed tasks)" in reason and "non-zero exit (2)" in reason
+    assert reason == (
+        "2 tasks of stack s failed since the deploy (max_task_failures=1): "
+        "task f3 of s_app is failed: task: non-zero exit (2)"
+    )
 
 
 def test_failures_are_counted_across_services():
@@ -306,6 +312,22 @@ def test_a_failure_before_the_deploy_is_history():
     assert swarm_ok(state, check())[0] is True
     # without since (the whole history counts) it is fatal
     assert swarm_ok(state, SwarmCheck(stack="s"))[2] is True
+
+
+def test_a_failure_of_the_previous_spec_is_history():
+    state = stack(
+        service(
+            "app",
+            (
+                task("f0", state="failed", desired="shutdown", t=1, error="old spec",
+                     image="ccci/web:9.99", current=False),
+                task("a1", t=2),
+            ),
+        )
+    )  # fmt: skip
+    assert swarm_ok(state, check()) == (True, "stack s is healthy: app 1/1", False)
+    state.services[0].tasks[0].current = True
+    assert swarm_ok(state, check())[2] is True
 
 
 def test_not_converged_keeps_waiting_with_the_reason():
