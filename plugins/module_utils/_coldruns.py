@@ -341,7 +341,7 @@ def _retry(action: Callable[[], None], busy: tuple[str, ...], deadline: float) -
             return
         except Exception as exc:
             text = str(exc)
-            if "No such" in text or "not found" in text:
+            if "No such" in text or "not found" in text or "already in progress" in text:
                 return  # gone already
             if not any(b in text for b in busy) or time.monotonic() > deadline:
                 raise
@@ -382,18 +382,25 @@ def remove_cold_run(
             if guarded("services", raw):
                 _retry(lambda raw=raw: api.remove_service(raw["ID"]), (), deadline)
                 removed["services"].append(_name(raw, "services"))
+        # The engine stops and removes the task containers of removed services; wait
+        # until none runs, then remove what is left stopped (leftovers of a crash).
         while True:
             left = _labelled(api, "containers", stack)
-            if not left or time.monotonic() > deadline:
+            running = [c for c in left if c.get("State") in ("running", "restarting")]
+            if not running or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
+        if running:
+            raise ColdRunError(
+                f"container {running[0].get('Id', '')[:12]} of cold run {stack} still runs "
+                f"{timeout:g} s after its services were removed"
+            )
         for raw in left:
-            if raw.get("State") == "running":
-                raise ColdRunError(
-                    f"container {raw.get('Id', '')[:12]} of cold run {stack} still runs "
-                    f"{timeout:g} s after its services were removed"
-                )
-            _retry(lambda raw=raw: api.remove_container(raw["Id"], force=True), (), deadline)
+            _retry(
+                lambda raw=raw: api.remove_container(raw["Id"], force=True),
+                ("in progress",),
+                deadline,
+            )
             removed["containers"].append(raw.get("Id", "")[:12])
         for raw in _labelled(api, "volumes", stack):
             name = guarded("volumes", raw)
