@@ -234,7 +234,9 @@ reasons:
   elements: str
   sample: [volume content changed]
 recovered:
-  description: What was put right in the snapshot directory after an earlier crash.
+  description:
+    - What was put right in the snapshot directory after an earlier crash. Done by every
+      changing state outside check mode; V(info) only reads.
   returned: always
   type: list
   elements: str
@@ -341,7 +343,8 @@ class VolumeSnapshot:
         state = self.p["state"]
         if state in ("present", "restored") and not self.p["domain"]:
             raise SnapshotError(f"state is {state} but domain is missing")
-        if not self.check and os.path.isdir(self.store.base):
+        # info only reads (a crash's leftovers stay for the next changing call to clear)
+        if state != "info" and not self.check and os.path.isdir(self.store.base):
             self.recovered = self.store.recover()
         return getattr(self, f"state_{state}")()
 
