@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from ansible.module_utils import _internal as ansible_internal
 from ansible.module_utils.common import warnings as ansible_warnings
 
 
 @pytest.fixture(autouse=True)
-def _fresh_ansible_warnings():
-    """AnsibleModule collects warnings and deprecations in module-level dicts; one test's
-    warnings must not show up in the next test's module result."""
+def _module_side_of_ansible(monkeypatch):
+    """Make every test see Ansible as a module process does.
+
+    AnsibleModule collects warnings and deprecations in module-level dicts, so one test's
+    warnings must not reach the next test's result. And once any controller code has
+    been imported (a filter plugin's test imports ansible.errors), Ansible marks the
+    process as the controller and sends module warnings to the display instead of the
+    module result; a module process never is the controller.
+    """
+    monkeypatch.setattr(ansible_internal, "is_controller", False)
     ansible_warnings._global_warnings.clear()
     ansible_warnings._global_deprecations.clear()
     yield
