@@ -160,3 +160,17 @@ def test_bad_timer_settings_are_refused_before_writing(tmp_path, timers, words):
     assert result.rc != 0
     assert words in result.stdout
     assert not (tmp_path / "units").exists()
+
+
+def test_argument_spec_refuses_wrong_types(tmp_path):
+    result = converge(
+        tmp_path,
+        {
+            "ccci_systemd_dir": str(tmp_path / "units"),
+            "ccci_systemd_reload": "perhaps",
+            "ccci_keep_artifacts": "many",
+        },
+    )
+    assert result.rc != 0
+    assert "ccci_keep_artifacts" in result.stdout and "ccci_systemd_reload" in result.stdout
+    assert not (tmp_path / "units").exists()
