@@ -93,9 +93,11 @@ options:
       - They usually carry tokens, so they are never logged; failures name only the
         scheme and host.
       - With no URL and unseen alerts waiting, the task fails (nobody would be told).
+      - When not given, the comma-separated list in the environment variable
+        E(CCCI_ALERT_URLS) is used, which is how the systemd timer hands them over
+        (C(bin/ccci) keeps such variables out of ansible-runner's artifacts).
     type: list
     elements: str
-    default: []
 attributes:
   check_mode:
     support: full
@@ -223,7 +225,7 @@ seen_count:
   sample: 12
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import (
     CORE_KEYS,
@@ -276,7 +278,7 @@ def present(module: AnsibleModule, store: AlertStore) -> dict:
 
 
 def relayed(module: AnsibleModule, store: AlertStore) -> dict:
-    urls = module.params["urls"]
+    urls = module.params["urls"] or []
     unseen = store.list_unseen()
     pending = [a for a in unseen if not a.corrupt]
     corrupt = [{"file": a.name, "error": a.error} for a in unseen if a.corrupt]
@@ -350,7 +352,12 @@ def main() -> None:
             "notes": {"type": "raw"},
             "extra": {"type": "dict", "default": {}},
             "quiet_for": {"type": "int", "default": 0},
-            "urls": {"type": "list", "elements": "str", "default": [], "no_log": True},
+            "urls": {
+                "type": "list",
+                "elements": "str",
+                "no_log": True,
+                "fallback": (env_fallback, ["CCCI_ALERT_URLS"]),
+            },
         },
         required_if=[("state", "present", ("kind", "target"))],
         supports_check_mode=True,

@@ -137,7 +137,21 @@ def test_relayed_receiver_down_fails_then_retry_delivers(state_dir, capsys):
         assert rc == 0 and len(rx.posts()) == 1 and alert_files(state_dir) == []
 
 
-def test_relayed_without_urls_fails_only_when_something_waits(state_dir, capsys):
+def test_relayed_takes_urls_from_the_environment_when_none_are_given(
+    state_dir, capsys, monkeypatch
+):
+    AlertStore(str(state_dir)).write(**ROLLBACK)
+    with HttpReceiver() as one, HttpReceiver() as two:
+        urls = f"json://127.0.0.1:{one.port}/a,json://127.0.0.1:{two.port}/b"
+        monkeypatch.setenv("CCCI_ALERT_URLS", urls)
+        rc, out = run({"state_dir": str(state_dir), "state": "relayed"}, capsys)
+        assert rc == 0, out
+        assert [p.path for p in one.posts()] == ["/a"] and [p.path for p in two.posts()] == ["/b"]
+    assert alert_files(state_dir) == []
+
+
+def test_relayed_without_urls_fails_only_when_something_waits(state_dir, capsys, monkeypatch):
+    monkeypatch.delenv("CCCI_ALERT_URLS", raising=False)
     rc, out = run({"state_dir": str(state_dir), "state": "relayed"}, capsys)
     assert rc == 0 and out["changed"] is False
     AlertStore(str(state_dir)).write(**ROLLBACK)
