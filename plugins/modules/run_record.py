@@ -256,6 +256,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._lock import find_owner_pid
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_state_dir,
@@ -300,6 +301,9 @@ def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
             canonical_before=p["canonical_before"],
             notes=p["notes"],
             started_at=p["started_at"],
+            # The play's own process, not this short-lived module: it is what tells a
+            # live run from a dead one (reap, the disk guard's cold-run finder).
+            pid=find_owner_pid() or os.getpid(),
             autosave=False,
         )
     data = current.data

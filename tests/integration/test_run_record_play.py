@@ -45,6 +45,13 @@ def play(state_dir: Path, run_id: str, junit: Path) -> list:
                             "admin_password": "hunter2",
                         },
                     },
+                    "register": "started",
+                },
+                {
+                    "name": "the owner process",
+                    "ansible.builtin.command": "cat /proc/{{ started.record.pid }}/cmdline",
+                    "register": "owner",
+                    "changed_when": False,
                 },
                 {
                     "name": "install",
@@ -137,6 +144,8 @@ def test_a_play_records_stages_verdict_and_junit(tmp_path, state_dir, unique):
 
     record = json.loads((state_dir / "runs" / f"{unique}.json").read_text())
     assert record["run_id"] == unique
+    # The record names the play's own process (alive while the play ran), not the module's.
+    assert "ansible-playbook" in result.task("the owner process")["stdout"]
     assert record["mode"] == "cold" and record["confidence"] == "authoritative"
     assert record["status"] == "finished" and record["verdict"] == "FAIL"
     assert record["stages"] == {"install": "pass", "upgrade": "fail", "overlay": "skip"}
