@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: help venv host test unit integration slow lint build demo bench clean
+.PHONY: help venv host test unit integration molecule lint build demo bench clean
 
 help:
 	@echo "make test    the whole suite (sets up docker, swarm, images, virtualenv)"
@@ -28,6 +28,10 @@ host:
 lint: venv
 	$(BIN)/ruff check plugins tests bench scripts bin
 	$(BIN)/ruff format --check plugins tests bench bin
+	$(BIN)/ansible-lint -q playbooks roles extensions docs/drone.example.yml
+
+molecule: venv
+	$(BIN)/molecule test --all
 
 unit: venv
 	$(BIN)/pytest tests/unit
@@ -37,6 +41,7 @@ integration: venv host
 
 test: venv host lint
 	$(BIN)/pytest tests
+	$(BIN)/molecule test --all
 
 build: venv
 	mkdir -p .build
