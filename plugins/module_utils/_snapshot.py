@@ -864,6 +864,7 @@ class SnapshotStore:
             if not os.path.isdir(directory):
                 raise SnapshotError(f"volume {short!r}: {directory} is not a directory")
         tar = _tar()
+        archiver = _tar_version(tar)  # refuses a tar that is not GNU tar, before anything
         os.makedirs(self.base, mode=0o700, exist_ok=True)
         self.recover()
         tmp = os.path.join(self.base, f"{SLOT}.tmp-{secrets.token_hex(4)}")
@@ -884,7 +885,7 @@ class SnapshotStore:
                 "version": version,
                 "commit": commit,
                 "taken_at": utc_now(),
-                "archiver": _tar_version(tar),
+                "archiver": archiver,
                 "volumes": entries,
                 **(dict(extra) if extra else {}),
             }
