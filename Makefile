@@ -26,8 +26,8 @@ host:
 	scripts/setup-host
 
 lint: venv
-	$(BIN)/ruff check plugins tests bench scripts bin
-	$(BIN)/ruff format --check plugins tests bench bin
+	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci
+	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci
 	$(BIN)/ansible-lint -q playbooks roles extensions docs/drone.example.yml
 
 molecule: venv
