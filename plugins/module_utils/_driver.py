@@ -65,6 +65,30 @@ DEFAULT_REMOVE_TIMEOUT = 120
 
 Runner = Callable[..., subprocess.CompletedProcess]
 
+#: Deploy label carrying a digest of the app env, the compose file list, the published
+#: port and the placement constraints (``recipe_app`` and ``warm_canonical`` skip a deploy
+#: when it is unchanged).
+ENV_LABEL = "coop-cloud.ccci.env"
+
+
+def env_digest(
+    env: Mapping[str, Any],
+    compose_files: Sequence[str],
+    publish: Mapping[str, Any] | None = None,
+    constraints: Sequence[str] | None = None,
+) -> str:
+    """sha256 of the app env, the compose file list and, when given, the published port
+    and the placement constraints (secret values are not in the env)."""
+    import hashlib
+    import json
+
+    doc: dict[str, Any] = {"env": dict(env), "compose_files": list(compose_files)}
+    if publish:
+        doc["publish"] = dict(publish)
+    if constraints:
+        doc["constraints"] = sorted(constraints)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
 
 class DriverError(SwarmError):
     """A driver operation failed; carries ``cmd``, ``rc``, ``stdout``, ``stderr`` when a
@@ -126,10 +150,12 @@ def labels_overlay(
     version: str,
     labels: Mapping[str, str],
     publish: Mapping[str, Any] | None = None,
+    constraints: Sequence[str] | None = None,
 ) -> str:
     """The overlay that adds ``labels`` to the deploy labels of every service and, with
     ``publish`` ({service, port, published}), publishes that port of that service on the
-    host in host mode."""
+    host in host mode; ``constraints`` (e.g. ``node.id == <id>``) are added to every
+    service's placement constraints (``docker stack deploy`` appends them to the recipe's)."""
     import yaml
 
     escaped = {k: str(v).replace("$", "$$") for k, v in labels.items()}
@@ -138,6 +164,8 @@ def labels_overlay(
         spec: dict[str, Any] = {}
         if escaped:
             spec["deploy"] = {"labels": dict(escaped)}
+        if constraints:
+            spec.setdefault("deploy", {})["placement"] = {"constraints": list(constraints)}
         if publish and publish["service"] == name:
             spec["ports"] = [port_entry(publish["port"], publish["published"])]
         if spec:
@@ -220,12 +248,15 @@ class Driver:
         timeout: float = DEFAULT_DEPLOY_TIMEOUT,
         labels: Mapping[str, str] | None = None,
         publish: Mapping[str, Any] | None = None,
+        constraints: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Create missing ``secrets`` ({swarm name: value}), deploy, wait until converged.
 
         Every service gets the deploy labels ``coop-cloud.ccci.commit``/``.version`` and
         ``labels``; ``publish`` ({service, port, published}) publishes that container
-        port of that service on the host port ``published`` in host mode. Raises
+        port of that service on the host port ``published`` in host mode; ``constraints``
+        are added to every service's placement constraints (pinning a canonical to the
+        node that holds its volumes, SPEC §7). Raises
         :class:`DriverError` (with the command's evidence and the failed
         tasks' own error text) when the deploy fails or does not converge in ``timeout``.
         """
@@ -309,20 +340,21 @@ class Driver:
         extra: Mapping[str, str] | None = None,
         publish: Mapping[str, Any] | None = None,
         stack: str = "",
+        constraints: Sequence[str] | None = None,
     ) -> str | None:
         labels = dict(extra or {})
         if commit:
             labels[COMMIT_LABEL] = commit
         if version:
             labels[VERSION_LABEL] = version
-        if not labels and not publish:
+        if not labels and not publish and not constraints:
             return None
         services, fmt = compose_services(workdir, compose_files)
         if publish:
             check_publish(publish, services, stack)
         path = os.path.join(workdir, LABELS_OVERLAY)
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(labels_overlay(services, fmt, labels, publish))
+            handle.write(labels_overlay(services, fmt, labels, publish, constraints))
         return LABELS_OVERLAY
 
     def wait_converged(self, stack: str, timeout: float, since) -> WaitResult:
@@ -432,13 +464,21 @@ class StackDriver(Driver):
         timeout=DEFAULT_DEPLOY_TIMEOUT,
         labels=None,
         publish=None,
+        constraints=None,
     ):
         files = list(compose_files)
         if not files:
             raise DriverError(f"stack {stack} has no compose files to deploy")
         created = self.ensure_secrets(stack, secrets)
         overlay = self.write_labels_overlay(
-            workdir, files, version, commit, labels, publish=publish, stack=stack
+            workdir,
+            files,
+            version,
+            commit,
+            labels,
+            publish=publish,
+            stack=stack,
+            constraints=constraints,
         )
         if overlay:
             files.append(overlay)
@@ -627,12 +667,20 @@ class AbraDriver(Driver):
         timeout=DEFAULT_DEPLOY_TIMEOUT,
         labels=None,
         publish=None,
+        constraints=None,
     ):
         domain = self.domain_of(stack, env)
         created = self.ensure_secrets(stack, secrets)
         files = list(compose_files)
         overlay = self.write_labels_overlay(
-            workdir, files, version, commit, labels, publish=publish, stack=stack
+            workdir,
+            files,
+            version,
+            commit,
+            labels,
+            publish=publish,
+            stack=stack,
+            constraints=constraints,
         )
         app_env = dict(env)
         if overlay:

@@ -107,6 +107,16 @@ options:
             publishes O(publish.port) on (so an upgrade keeps the URL), else a port
             that is free on this host.
         type: int
+  constraints:
+    description:
+      - Swarm placement constraints added to every service of the app, for example
+        V(node.id == 2x8k3xq3d4w1) to keep a canonical on the node that holds its volumes
+        (coopcloud.ci.warm_canonical returns them as RV(coopcloud.ci.warm_canonical#module:placement)).
+      - Added through the generated compose overlay; C(docker stack deploy) appends them
+        to the recipe's own constraints. Part of the env digest.
+    type: list
+    elements: str
+    default: []
   secrets:
     description:
       - Values of recipe secrets by short name (C(db_password) for
@@ -353,8 +363,6 @@ diff:
     after: {state: deployed, version: 1.1.0+1.29, commit: fa17446f2e24aa86e32a1d5771f9318b8cc80c40}
 """
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -368,8 +376,10 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import (
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
+    ENV_LABEL,
     check_publish,
     compose_services,
+    env_digest,
     free_host_port,
     get_driver,
 )
@@ -390,18 +400,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     deployed_commit,
     deployed_version,
 )
-
-#: Deploy label carrying a digest of the app env and compose file list.
-ENV_LABEL = "coop-cloud.ccci.env"
-
-
-def env_digest(env: dict, compose_files: list, publish: dict | None = None) -> str:
-    """sha256 of the app env, the compose file list and, when given, the published port
-    (secret values are not in the env)."""
-    doc: dict = {"env": env, "compose_files": compose_files}
-    if publish:
-        doc["publish"] = publish
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def with_overlays(compose_files: list, overlays: list) -> list:
@@ -522,7 +520,8 @@ class RecipeApp:
 
         state = self.driver.state(self.stack)
         publish = self.publish(checkout, app.compose_files)
-        digest = env_digest(app.env, app.compose_files, publish)
+        constraints = self.params["constraints"]
+        digest = env_digest(app.env, app.compose_files, publish, constraints)
         before = facts(state)
         same = (
             before["commit"] == resolved.commit
@@ -547,6 +546,7 @@ class RecipeApp:
             self.stack, checkout, app.compose_files, app.env, secrets,
             version=resolved.version or version, commit=resolved.commit,
             timeout=self.params["wait_timeout"], labels={ENV_LABEL: digest}, publish=publish,
+            **({"constraints": constraints} if constraints else {}),
         )  # fmt: skip
         self.result.update(
             secrets_created=out["secrets_created"], cmd=out["cmd"], rc=out["rc"],
@@ -610,6 +610,7 @@ def main() -> None:
             "env": {"type": "dict", "default": {}},
             "secrets": {"type": "dict", "default": {}, "no_log": True},
             "overlays": {"type": "list", "elements": "str", "default": []},
+            "constraints": {"type": "list", "elements": "str", "default": []},
             "publish": {"type": "dict", "options": {
                 "service": {"type": "str", "required": True},
                 "port": {"type": "int", "required": True},
