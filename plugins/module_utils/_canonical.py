@@ -1,0 +1,658 @@
+# Copyright: coopcloud.ci developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The data-warm canonical of a recipe (SPEC WC2, WC5). PRIVATE to the collection: no
+compatibility promises.
+
+A canonical is one app per enrolled recipe at the stable domain ``warm-<recipe>.<suffix>``,
+undeployed while idle with its volumes kept, whose known-good data is the recipe's one
+snapshot (``<state_dir>/<recipe>/snapshot/``, :mod:`._snapshot`) and whose known-good
+version, commit and life-cycle status are in its registry (``canonical.json``,
+:mod:`._registry`). This module puts the three together; it never archives, restores,
+deploys or records by itself:
+
+* snapshots: :class:`._snapshot.SnapshotStore` and :class:`._snapshot.AppSnapshot`
+  (verification before any write, volumes mapped by short name onto the canonical's
+  ``<stack>_<short>``, missing volumes created with the stack's namespace label);
+* the app: a :class:`._driver.Driver` (deploy at the known-good commit, undeploy keeping
+  volumes and secrets, remove by namespace label);
+* the registry: :class:`._registry.Registry` (statuses, transitions, history).
+
+The operations (one per ``warm_canonical`` state) first *plan* - read everything and
+decide what would change - and only then act, so check mode runs the same code up to
+the first side effect. Every status change is written before the step it announces, so a
+crash leaves the registry saying what was under way (``quick``, ``restoring``,
+``seeding``) and the next ``idle`` or ``seeded`` call finishes the job:
+
+* ``restoring`` -> the known-good snapshot is restored again (a restore is idempotent);
+* ``seeding`` -> the seeding is completed from the slot's manifest, which holds the
+  version and commit of the data: the manifest is the source of truth, and the run that
+  started the seeding stays ``promoted_by``.
+
+Callers (the plays) hold the recipe's lock (:mod:`._lock`); nothing here locks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import build_app_env
+from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
+    DEFAULT_DEPLOY_TIMEOUT,
+    ENV_LABEL,
+    Driver,
+    check_publish,
+    compose_services,
+    env_digest,
+    free_host_port,
+    get_driver,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
+    canonical_domain,
+    new_run_id,
+    stack_name,
+    validate_recipe,
+    validate_run_id,
+    validate_state_dir,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeRepo
+from ansible_collections.coopcloud.ci.plugins.module_utils._registry import (
+    TRANSITIONS,
+    Registry,
+    TransitionError,
+    describe_status,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
+    AppSnapshot,
+    SnapshotError,
+    SnapshotStore,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateError
+from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
+    converged,
+    deployed_commit,
+    deployed_version,
+)
+
+PURPOSES = ("deployed", "quick")
+#: Statuses that mean "not at rest, and the data may not be the known-good".
+UNSETTLED = frozenset({"restoring", "seeding"})
+
+
+class CanonicalError(RuntimeError):
+    """A canonical operation cannot go on. The message is one sentence for the user."""
+
+
+def placement(node: str | None) -> list[str]:
+    """The placement constraints that pin a canonical to the node holding its volumes."""
+    return [f"node.id == {node}"] if node else []
+
+
+def status_change(registry: Mapping[str, Any], status: str, run_id: str) -> bool:
+    """Would :meth:`Registry.set_status` change the file? Raises :class:`TransitionError`
+    (its message) when the life cycle does not allow the move. Reads only."""
+    current = registry["status"]
+    if current == status and (
+        status in ("idle", "deployed") or registry.get("status_by") == run_id
+    ):
+        return False
+    if status not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(TRANSITIONS[current]))
+        raise TransitionError(
+            f"the canonical of {registry['recipe']} cannot go from {current} to {status} "
+            f"(it is {describe_status(dict(registry))}); from {current} it may go to: {allowed}"
+        )
+    return True
+
+
+def summary(registry: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a diff shows of a registry."""
+    if not registry:
+        return {}
+    return {
+        key: registry.get(key)
+        for key in ("status", "version", "commit", "snapshot_digest", "promoted_by", "node")
+    }
+
+
+class Canonical:
+    """The canonical of ``recipe`` under ``state_dir``.
+
+    ``domain_suffix`` names its domain (``warm-<recipe>.<suffix>``) until a registry
+    exists; after that the registry's domain is the canonical's, and a suffix naming
+    another domain is refused (``strict``) rather than silently ignored. ``driver`` is a
+    :class:`._driver.Driver` (its engine client is used for the volumes too).
+    """
+
+    def __init__(
+        self,
+        state_dir: str,
+        recipe: str,
+        *,
+        domain_suffix: str | None = None,
+        driver: Driver | None = None,
+        wait_timeout: float = DEFAULT_DEPLOY_TIMEOUT,
+    ) -> None:
+        self.recipe = validate_recipe(recipe)
+        self.state_dir = validate_state_dir(state_dir)
+        self.suffix = domain_suffix or None
+        self.registry = Registry(self.state_dir, self.recipe)
+        self.store = SnapshotStore(self.state_dir, self.recipe)
+        self.driver = driver or get_driver("stack")
+        self.wait_timeout = wait_timeout
+        #: What an operation did so far (for a failure's evidence).
+        self.actions: list[str] = []
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def no_canonical(self) -> CanonicalError:
+        return CanonicalError(
+            f"recipe {self.recipe} has no canonical (no {self.registry.path}): a green cold "
+            "run of its latest version seeds it"
+        )
+
+    def require(self) -> dict[str, Any]:
+        registry = self.registry.load()
+        if registry is None:
+            raise self.no_canonical()
+        return registry
+
+    def domain(self, registry: Mapping[str, Any] | None, *, strict: bool = True) -> str | None:
+        """The canonical's domain: the registry's, else ``warm-<recipe>.<suffix>``."""
+        asked = canonical_domain(self.recipe, self.suffix) if self.suffix else None
+        if registry:
+            if strict and asked and asked != registry["domain"]:
+                raise CanonicalError(
+                    f"the canonical of {self.recipe} lives at {registry['domain']} (its registry "
+                    f"{self.registry.path}), not {asked}: give the domain suffix it was seeded "
+                    "with, or remove it (state=absent, confirm=true) and let a green cold run "
+                    "seed it again"
+                )
+            return registry["domain"]
+        return asked
+
+    def require_domain(self, registry: Mapping[str, Any] | None) -> str:
+        domain = self.domain(registry)
+        if domain is None:
+            raise CanonicalError(
+                f"domain_suffix is required: recipe {self.recipe} has no canonical registry yet, "
+                f"so its domain warm-{self.recipe}.<domain_suffix> cannot be known"
+            )
+        return domain
+
+    def app(self, domain: str) -> AppSnapshot:
+        return AppSnapshot(self.driver.client, self.store, domain)
+
+    def local_node(self) -> str | None:
+        """The swarm node id of the engine this runs against."""
+        info = self.driver.client.info() or {}
+        return (info.get("Swarm") or {}).get("NodeID") or None
+
+    def check_node(self, registry: Mapping[str, Any] | None) -> str | None:
+        """The node the canonical is (to be) pinned to; refuses to touch volumes elsewhere."""
+        here = self.local_node()
+        node = (registry or {}).get("node")
+        if node and here and node != here:
+            raise CanonicalError(
+                f"the canonical of {self.recipe} is pinned to swarm node {node}, where its "
+                f"volumes live, but this task runs against node {here}: run it on that node "
+                "(delegate_to)"
+            )
+        return node or here
+
+    def snapshot(self, verify: bool = False) -> dict[str, Any]:
+        """The slot: present, manifest digest, version, commit (and ``verified``)."""
+        out: dict[str, Any] = {"present": self.store.exists(), "path": self.store.path}
+        if not out["present"]:
+            return {**out, "manifest_digest": None, "version": None, "commit": None}
+        try:
+            manifest = self.store.manifest()
+        except SnapshotError as exc:
+            return {**out, "manifest_digest": None, "version": None, "commit": None,
+                    "error": str(exc)}  # fmt: skip
+        out.update(
+            manifest_digest=self.store.manifest_digest(),
+            version=manifest.get("version"),
+            commit=manifest.get("commit"),
+            taken_at=manifest.get("taken_at"),
+            source=manifest.get("source"),
+            volumes=sorted(manifest["volumes"]),
+        )
+        if verify:
+            try:
+                self.store.verify()
+                out["verified"] = True
+            except SnapshotError as exc:
+                out.update(verified=False, error=str(exc))
+        return out
+
+    def check_consistent(self, registry: Mapping[str, Any]) -> dict[str, Any]:
+        """The slot's manifest, when it is the registry's known-good; else one sentence."""
+        if not self.store.exists():
+            raise CanonicalError(
+                f"the known-good snapshot of the canonical of {self.recipe} is missing "
+                f"({self.store.manifest_path} does not exist): a green cold run of its latest "
+                "version re-seeds it"
+            )
+        manifest = self.store.manifest()
+        digest = self.store.manifest_digest()
+        if digest != registry["snapshot_digest"]:
+            raise CanonicalError(
+                f"the snapshot in {self.store.path} (manifest digest {digest[:12]}, version "
+                f"{manifest.get('version')}, taken at {manifest.get('taken_at')}) is not the "
+                f"known-good recorded in {self.registry.path} (digest "
+                f"{str(registry['snapshot_digest'])[:12]}, version {registry['version']}): a "
+                "promotion was interrupted after its snapshot, or the slot was replaced or "
+                "edited by hand; run warm_canonical state=seeded to install the slot's "
+                "snapshot, or let a green cold run of the latest version re-seed"
+            )
+        return manifest
+
+    def volume_states(self, app: AppSnapshot, manifest: Mapping[str, Any]) -> dict[str, str]:
+        """Per snapshot volume: ``equal``, ``differs`` or ``missing`` in the canonical."""
+        found = app.volumes()
+        out = {}
+        for short, entry in sorted(manifest["volumes"].items()):
+            info = found.get(short)
+            if info is None:
+                out[short] = "missing"
+            else:
+                mount = app.local_mountpoint(info)
+                out[short] = "equal" if app.equal(mount, entry) else "differs"
+        return out
+
+    def info(self, verify: bool = False) -> dict[str, Any]:
+        """Everything about the canonical; never fails because there is none."""
+        registry = self.registry.load()
+        domain = self.domain(registry, strict=False)
+        stack = stack_name(domain) if domain else None
+        state = self.driver.state(stack) if stack else None
+        slot = self.snapshot(verify)
+        node = (registry or {}).get("node")
+        return {
+            "exists": registry is not None,
+            "registry": registry,
+            "status": registry["status"] if registry else None,
+            "described": describe_status(registry),
+            "at_rest": bool(registry and registry["status"] == "idle"),
+            "deployed": bool(state and state.services),
+            "snapshot": slot,
+            "consistent": bool(
+                registry
+                and slot["manifest_digest"]
+                and registry["snapshot_digest"] == slot["manifest_digest"]
+            ),
+            "domain": domain,
+            "stack": stack,
+            "node": node,
+            "placement": placement(node),
+            "services": [s.summary() for s in state.services] if state else [],
+            "volumes": [v.summary() for v in state.volumes] if state else [],
+        }
+
+    # -- restoring the known-good ------------------------------------------------------------
+
+    def _restore(self, app: AppSnapshot, states: Mapping[str, str]) -> dict[str, Any]:
+        """Restore every volume that is not ``equal`` (creating missing ones); the store
+        verifies every archive it restores before it writes anything."""
+        todo = [short for short, st in states.items() if st != "equal"]
+        if not todo:
+            return {"restored": [], "created_volumes": []}
+        plan = app.plan_restore(todo, force=True)
+        targets, created = {}, []
+        for short in todo:
+            mount = plan["mounts"][short]
+            if mount is None:
+                mount = app.create_volume(short)
+                created.append(f"{app.stack}_{short}")
+                self.actions.append(f"created volume {app.stack}_{short}")
+            targets[short] = mount
+        self.store.restore(targets)
+        self.actions.append(f"restored {', '.join(sorted(todo))} from the known-good snapshot")
+        return {"restored": sorted(todo), "created_volumes": created}
+
+    def _undeploy(self, stack: str) -> None:
+        self.driver.undeploy(stack, self.wait_timeout)
+        self.actions.append(f"undeployed {stack}")
+
+    def _set_status(self, status: str, run_id: str) -> None:
+        if self.registry.set_status(status, run_id):
+            self.actions.append(f"status {status}")
+
+    # -- the states ------------------------------------------------------------------------
+
+    def deployed(
+        self,
+        run_id: str,
+        *,
+        purpose: str = "deployed",
+        recipes_dir: str = "~/.abra/recipes",
+        fetch: bool = True,
+        env: Mapping[str, str] | None = None,
+        publish: Mapping[str, Any] | None = None,
+        check: bool = False,
+    ) -> dict[str, Any]:
+        """Reattach the canonical at its known-good commit, volumes retained; status ->
+        ``purpose``."""
+        validate_run_id(run_id)
+        if purpose not in PURPOSES:
+            raise CanonicalError(f"purpose {purpose!r} is invalid: use deployed or quick")
+        registry = self.require()
+        domain = self.require_domain(registry)
+        stack = stack_name(domain)
+        if registry["status"] in UNSETTLED:
+            raise CanonicalError(
+                f"the canonical of {self.recipe} is not at rest: it is "
+                f"{describe_status(registry)}; run warm_canonical state=idle first (it "
+                "restores the known-good data)"
+            )
+        self.check_consistent(registry)
+        status_changes = status_change(registry, purpose, run_id)
+        commit, version = registry["commit"], registry["version"]
+        constraints = placement(registry.get("node"))
+        repo = RecipeRepo(recipes_dir, self.recipe)
+        if fetch:
+            repo.fetch()
+        tmp = tempfile.mkdtemp(prefix=f"ccci-warm-{self.recipe}-")
+        try:
+            checkout = repo.checkout(commit, os.path.join(tmp, "checkout"))
+            app = build_app_env(checkout, domain, dict(env or {}))
+            existing = {s.name for s in self.driver.client.secrets.list()}
+            secrets = app.secret_values({}, existing)
+            state = self.driver.state(stack)
+            settled = self._publish(stack, checkout, app.compose_files, publish)
+            digest = env_digest(app.env, app.compose_files, settled, constraints)
+            same = (
+                deployed_commit(state) == commit
+                and all(s.labels.get(ENV_LABEL) == digest for s in state.services)
+                and converged(state)[0]
+            )
+            result: dict[str, Any] = {
+                "changed": status_changes or not same,
+                "deploy": not same,
+                "domain": domain,
+                "stack": stack,
+                "node": registry.get("node"),
+                "placement": constraints,
+                "published_port": settled["published"] if settled else None,
+                "secrets_created": [],
+            }
+            if check:
+                after = dict(registry, status=purpose)
+                result.update(
+                    services=[s.summary() for s in state.services],
+                    volumes=[v.summary() for v in state.volumes],
+                    version=version,
+                    commit=commit,
+                    registry=after,
+                    diff={"before": summary(registry), "after": summary(after)},
+                )
+                if not same:
+                    result["secrets_created"] = sorted(secrets)
+                return result
+            # the status first: a crash while deploying leaves it saying what ran
+            self._set_status(purpose, run_id)
+            if not same:
+                out = self.driver.deploy(
+                    stack,
+                    checkout,
+                    app.compose_files,
+                    app.env,
+                    secrets,
+                    version=version,
+                    commit=commit,
+                    timeout=self.wait_timeout,
+                    labels={ENV_LABEL: digest},
+                    publish=settled,
+                    constraints=constraints,
+                )
+                self.actions.append(f"deployed {stack} at {version}")
+                result.update(secrets_created=out["secrets_created"], elapsed=out["elapsed"])
+            state = self.driver.state(stack)
+            after = self.registry.load()
+            result.update(
+                services=[s.summary() for s in state.services],
+                volumes=[v.summary() for v in state.volumes],
+                version=deployed_version(state) or version,
+                commit=deployed_commit(state),
+                registry=after,
+                diff={"before": summary(registry), "after": summary(after)},
+            )
+            return result
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _publish(
+        self,
+        stack: str,
+        checkout: str,
+        compose_files: list[str],
+        asked: Mapping[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """``publish`` with its host port settled: given, else the one the service publishes
+        now, else a free one (as ``recipe_app`` does)."""
+        if not asked:
+            return None
+        services, _ = compose_services(checkout, compose_files)
+        publish = {"service": asked["service"], "port": asked["port"], "published": 1}
+        check_publish(publish, services, stack)
+        published = asked.get("published") or self.driver.published_port(
+            stack, asked["service"], asked["port"]
+        )
+        publish["published"] = published or free_host_port()
+        check_publish(publish, services, stack)
+        return publish
+
+    def idle(self, run_id: str, *, restore: bool = True, check: bool = False) -> dict[str, Any]:
+        """Undeploy (volumes kept); with ``restore`` make the volumes the known-good again.
+
+        A canonical left ``quick`` or ``restoring`` is always restored (its data is not the
+        known-good); one left ``seeding`` has its seeding completed from the manifest.
+        """
+        validate_run_id(run_id)
+        registry = self.require()
+        if registry["status"] == "seeding":
+            result = self.seeded(run_id, check=check, promoted_by=registry.get("status_by"))
+            result["completed_seeding"] = True
+            return result
+        domain = self.require_domain(registry)
+        stack = stack_name(domain)
+        must_restore = restore or registry["status"] in ("quick", "restoring")
+        manifest = None
+        if must_restore:
+            manifest = self.check_consistent(registry)
+            self.check_node(registry)
+        state = self.driver.state(stack)
+        undeploy = self.driver.undeploy_needed(state)
+        app = self.app(domain)
+        # While services run, the data cannot be compared: a restore is predicted.
+        states = (
+            self.volume_states(app, manifest)
+            if manifest is not None and not state.services
+            else {short: "unknown" for short in (manifest or {}).get("volumes", {})}
+        )
+        restoring = must_restore and (
+            registry["status"] != "idle" or any(st != "equal" for st in states.values())
+        )
+        final_change = registry["status"] != "idle"
+        result: dict[str, Any] = {
+            "changed": undeploy or restoring or final_change,
+            "domain": domain,
+            "stack": stack,
+            "undeployed": undeploy,
+            "restore": must_restore,
+            "volume_states": states,
+            "restored": [],
+            "created_volumes": [],
+            "completed_seeding": False,
+        }
+        if check:
+            after = dict(registry, status="idle")
+            predicted = [s for s, st in states.items() if st != "equal"] if restoring else []
+            result.update(
+                restored=predicted,
+                registry=after,
+                diff={"before": summary(registry), "after": summary(after)},
+            )
+            return result
+        if restoring and registry["status"] == "idle":
+            # idle data that differs: say so before touching it
+            self._set_status("restoring", run_id)
+        if undeploy:
+            self._undeploy(stack)
+        if must_restore:
+            if registry["status"] != "idle":
+                self._set_status("restoring", run_id)
+            if state.services:  # compared only now that nothing writes to them
+                states = self.volume_states(app, manifest)
+                result["volume_states"] = states
+            result.update(self._restore(app, states))
+        self._set_status("idle", run_id)
+        after = self.registry.load()
+        result.update(registry=after, diff={"before": summary(registry), "after": summary(after)})
+        return result
+
+    def seeded(
+        self, run_id: str, *, check: bool = False, promoted_by: str | None = None
+    ) -> dict[str, Any]:
+        """Install the slot's current snapshot as the canonical's known-good.
+
+        Undeploys the canonical if it runs, status ``seeding``, restores the snapshot into
+        its volumes (created when missing), then records version and commit from the
+        manifest, ``promoted_by`` (default ``run_id``) and the manifest digest; ``idle``.
+        """
+        validate_run_id(run_id)
+        promoted_by = validate_run_id(promoted_by or run_id)
+        registry = self.registry.load()
+        domain = self.require_domain(registry)
+        stack = stack_name(domain)
+        if not self.store.exists():
+            raise CanonicalError(
+                f"there is no snapshot to seed the canonical of {self.recipe} from: "
+                f"{self.store.manifest_path} does not exist; take one of the green cold app "
+                "first (volume_snapshot state=present)"
+            )
+        manifest = self.store.manifest()
+        digest = self.store.manifest_digest()
+        version, commit = manifest.get("version"), manifest.get("commit")
+        if not version or not commit:
+            raise CanonicalError(
+                f"the snapshot manifest {self.store.manifest_path} records no "
+                f"{'version' if not version else 'commit'}: a known-good needs both; take the "
+                "snapshot with version and commit"
+            )
+        node = self.check_node(registry)
+        state = self.driver.state(stack)
+        undeploy = self.driver.undeploy_needed(state)
+        app = self.app(domain)
+        states = (
+            self.volume_states(app, manifest)
+            if not state.services
+            else {short: "unknown" for short in manifest["volumes"]}
+        )
+        same = bool(
+            registry
+            and registry["snapshot_digest"] == digest
+            and registry["status"] == "idle"
+            and registry.get("node") == node
+            and not undeploy
+            and all(st == "equal" for st in states.values())
+        )
+        after_preview = {
+            **(registry or {}),
+            "status": "idle",
+            "version": version,
+            "commit": commit,
+            "snapshot_digest": digest,
+            "promoted_by": (registry or {}).get("promoted_by") if same else promoted_by,
+            "node": node,
+        }
+        result: dict[str, Any] = {
+            "changed": not same,
+            "domain": domain,
+            "stack": stack,
+            "node": node,
+            "placement": placement(node),
+            "undeployed": undeploy,
+            "volume_states": states,
+            "restored": [],
+            "created_volumes": [],
+            "manifest_digest": digest,
+            "version": version,
+            "commit": commit,
+        }
+        if same or check:
+            if check and not same:
+                result["restored"] = [s for s, st in states.items() if st != "equal"]
+            after = registry if same else after_preview
+            result.update(
+                registry=after, diff={"before": summary(registry), "after": summary(after)}
+            )
+            return result
+        if registry is not None:
+            self._set_status("seeding", promoted_by if registry["status"] == "seeding" else run_id)
+        if undeploy:
+            self._undeploy(stack)
+        if state.services:  # compared only now that nothing writes to them
+            states = self.volume_states(app, manifest)
+            result["volume_states"] = states
+        result.update(self._restore(app, states))
+        after = self.registry.seed(
+            domain, version, commit, promoted_by=promoted_by, snapshot_digest=digest, node=node
+        )
+        self.actions.append(f"seeded {version} ({commit[:12]}), promoted by {promoted_by}")
+        result.update(registry=after, diff={"before": summary(registry), "after": summary(after)})
+        return result
+
+    def absent(self, *, confirm: bool = False, check: bool = False) -> dict[str, Any]:
+        """Remove the canonical's app, volumes and secrets (by namespace label), its
+        snapshot and its registry - only with ``confirm``."""
+        if confirm is not True:
+            raise CanonicalError(
+                f"refusing to remove the canonical of {self.recipe} (its app, volumes, secrets, "
+                "known-good snapshot and registry) without confirm=true"
+            )
+        try:
+            registry = self.registry.load()
+        except StateError:
+            registry = None  # an unreadable registry is removed all the same
+        domain = self.domain(registry, strict=False)
+        stack = stack_name(domain) if domain else None
+        state = self.driver.state(stack) if stack else None
+        app_left = bool(state is not None and self.driver.remove_needed(state))
+        snapshot_left = self.store.exists()
+        registry_left = self.registry.exists()
+        result: dict[str, Any] = {
+            "changed": app_left or snapshot_left or registry_left,
+            "domain": domain,
+            "stack": stack,
+            "removed": {},
+            "registry": None,
+            "diff": {"before": summary(registry), "after": {}},
+        }
+        if check:
+            result["removed"] = {
+                "app": app_left,
+                "snapshot": snapshot_left,
+                "registry": registry_left,
+            }
+            return result
+        removed: dict[str, Any] = {}
+        if app_left:
+            removed.update(self.driver.remove(stack, self.wait_timeout)["removed"])
+            self.actions.append(f"removed {stack} with its volumes and secrets")
+        if os.path.isdir(self.store.base):
+            removed["snapshot"] = self.store.remove()
+            if removed["snapshot"]:
+                self.actions.append(f"removed {self.store.path}")
+        removed["registry"] = self.registry.remove(confirm=True)
+        result["removed"] = removed
+        return result
+
+
+def default_run_id(run_id: str | None) -> str:
+    """The given run id, validated, or a new random one (an operator's ad-hoc call)."""
+    return validate_run_id(run_id) if run_id else new_run_id()
