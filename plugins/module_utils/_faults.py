@@ -53,8 +53,11 @@ def marker_path(name: str, directory: str | None = None) -> str:
 def _pause(name: str) -> None:
     marker = marker_path(name)
     os.makedirs(os.path.dirname(marker), exist_ok=True)
-    with open(marker, "w", encoding="ascii") as handle:
+    # Written whole, then renamed into place: a test that sees the marker reads the pid.
+    partial = f"{marker}.{os.getpid()}.tmp"
+    with open(partial, "w", encoding="ascii") as handle:
         handle.write(f"{os.getpid()}\n")
+    os.replace(partial, marker)
     timeout = float(os.environ.get(ENV_TIMEOUT, "600"))
     deadline = time.monotonic() + timeout
     while os.path.exists(marker):

@@ -647,18 +647,22 @@ def test_checkpoint_is_a_no_op_unless_named(monkeypatch, tmp_path):
 def test_checkpoint_blocks_until_the_marker_is_deleted(monkeypatch, tmp_path):
     monkeypatch.setenv("CCCI_PAUSE_DIR", str(tmp_path))
     monkeypatch.setenv("CCCI_PAUSE_AT", "here")
+    # A failing assertion below must not leave the paused thread blocking pytest's exit.
+    monkeypatch.setenv("CCCI_PAUSE_TIMEOUT", "30")
     done = threading.Event()
-    thread = threading.Thread(target=lambda: (_faults.checkpoint("here"), done.set()))
+    thread = threading.Thread(target=lambda: (_faults.checkpoint("here"), done.set()), daemon=True)
     thread.start()
     marker = tmp_path / "here.reached"
-    deadline = time.monotonic() + 10
-    while not marker.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    assert marker.read_text().strip() == str(os.getpid())
-    time.sleep(0.1)
-    assert not done.is_set()
-    marker.unlink()
+    try:
+        deadline = time.monotonic() + 10
+        while not marker.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert marker.read_text().strip() == str(os.getpid())
+        time.sleep(0.1)
+        assert not done.is_set()
+    finally:
+        marker.unlink(missing_ok=True)
     thread.join(10)
     assert done.is_set()
 
