@@ -16,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from support.ansible import dump, run_module, run_playbook
+from support.keycloak_double import KeycloakDouble
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import AppLock
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
@@ -133,6 +135,24 @@ def test_restore_brings_back_the_known_good_bytes_and_status_shows_it(
     assert recipe_row["last_runs"][0]["run_id"] == run_id
     assert doc["disk"]["docker_root"]["free"] > 0
 
+    # restore and redeploy: the canonical runs its known-good version again, serving
+    (mount / "index.html").write_text("<h1>defaced again</h1>\n")
+    res = play(
+        "restore.yml",
+        tmp_path,
+        {"recipe": RECIPE, "redeploy": True, "ccci_recipes_dir": str(examples_root),
+         "ccci_fetch": False, "ccci_access": "published", **common},
+    )  # fmt: skip
+    assert res.rc == 0, dump(res)
+    assert "redeployed at " + canonical_domain(RECIPE, suffix) in res.stdout
+    deployed = res.task("Redeploy the canonical at its known-good version")
+    assert deployed["version"] == latest
+    port = deployed["published_port"]
+    body = httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=10).text
+    assert body.startswith("<h1>") and "defaced" not in body
+    assert json.loads((state_dir / RECIPE / "canonical.json").read_text())["status"] == "deployed"
+    assert docker_client.services.list(filters={"label": f"{NAMESPACE}={stack}"})
+
     # a corrupt snapshot: refused before anything is undeployed or deleted
     (mount / "extra.txt").write_text("operator data\n")
     archive = state_dir / RECIPE / "snapshot" / "content.tar"
@@ -146,7 +166,8 @@ def test_restore_brings_back_the_known_good_bytes_and_status_shows_it(
     assert (mount / "extra.txt").read_text() == "operator data\n"
     assert (state_dir / RECIPE / "canonical.json").exists()
     assert not (state_dir / RECIPE / "lock").exists()
-    assert json.loads((state_dir / RECIPE / "canonical.json").read_text())["status"] == "idle"
+    assert json.loads((state_dir / RECIPE / "canonical.json").read_text())["status"] == "deployed"
+    assert docker_client.services.list(filters={"label": f"{NAMESPACE}={stack}"})
     run_module(
         "coopcloud.ci.warm_canonical",
         {"recipe": RECIPE, "state": "absent", "confirm": True, "state_dir": str(state_dir),
@@ -188,8 +209,18 @@ def short_lived():
     proc.wait()
 
 
-def test_reap_removes_dead_runs_and_stale_locks_keeps_live_ones(
-    docker_client, state_dir, unique, tmp_path, cleanup_stacks, short_lived
+@pytest.fixture
+def keycloak(monkeypatch):
+    """The Keycloak double; its admin password reaches the plays through the environment
+    only, as in production (CCCI_KEYCLOAK_ADMIN_PASSWORD)."""
+    password = os.urandom(8).hex()
+    monkeypatch.setenv("CCCI_KEYCLOAK_ADMIN_PASSWORD", password)
+    with KeycloakDouble(admin_password=password) as double:
+        yield double
+
+
+def test_reap_removes_dead_runs_stale_locks_and_orphan_realms_keeps_live_ones(
+    docker_client, state_dir, unique, tmp_path, cleanup_stacks, short_lived, keycloak
 ):
     suffix = f"{unique}.ccci.test"
     dead_id, live_id = os.urandom(3).hex(), os.urandom(3).hex()
@@ -209,12 +240,18 @@ def test_reap_removes_dead_runs_and_stale_locks_keeps_live_ones(
     short_lived.wait()
     AppLock(str(state_dir), RECIPE).acquire("0a11fe", timeout=0, owner_pid=os.getpid())
     live_lock = (state_dir / RECIPE / "lock").read_bytes()
+    # realms: the dead run's, an orphan of a run that left nothing else, the live run's,
+    # and realms that are not CI realms
+    orphan = os.urandom(3).hex()
+    for realm in (f"{RECIPE}-{dead_id}", f"notes-{orphan}", f"{RECIPE}-{live_id}", "team-sso"):
+        keycloak.add_realm(realm)
+    realms_before = sorted(keycloak.realm_names())
     time.sleep(2)  # older than the grace below
     args = {
         "ccci_state_dir": str(state_dir),
         "ccci_reap_after_hours": 0.0003,  # about a second: the objects were just made
         "ccci_reap_run_ids": [dead_id, live_id],
-        "ccci_keycloak_url": "",
+        "ccci_keycloak_url": keycloak.base_url,
     }
 
     # check mode: says what would go, changes nothing
@@ -225,8 +262,9 @@ def test_reap_removes_dead_runs_and_stale_locks_keeps_live_ones(
     assert f"kept {live}: its run record says running and pid {os.getpid()} runs" in report
     assert "would break notes: run 5a1e00" in report
     assert f"kept {RECIPE}: run 0a11fe" in report
-    assert "realms: skipped (no Keycloak URL)" in report
-    assert "REAP RESULT: ok:1 dead cold run(s), 1 stale lock(s), 0 realm(s) (check mode" in report
+    assert f"realms: would delete {RECIPE}-{dead_id}, notes-{orphan}" in report
+    assert "REAP RESULT: ok:1 dead cold run(s), 1 stale lock(s), 2 realm(s) (check mode" in report
+    assert sorted(keycloak.realm_names()) == realms_before
     assert leftovers(docker_client, dead)["services"] and leftovers(docker_client, dead)["volumes"]
     assert (state_dir / "notes" / "lock").exists()
 
@@ -236,15 +274,21 @@ def test_reap_removes_dead_runs_and_stale_locks_keeps_live_ones(
     report = res.task("Report the reap")["msg"]
     assert f"removed {dead}" in report
     assert "broke notes: run 5a1e00" in report
-    assert "REAP RESULT: ok:1 dead cold run(s), 1 stale lock(s), 0 realm(s)" in report
+    assert "REAP RESULT: ok:1 dead cold run(s), 1 stale lock(s), 2 realm(s)" in report
     assert leftovers(docker_client, dead) == {"services": [], "volumes": []}
     kept = leftovers(docker_client, live)
     assert kept["services"] == [f"{live}_app"] and kept["volumes"] == [f"{live}_content"]
     assert not (state_dir / "notes" / "lock").exists()
     assert (state_dir / RECIPE / "lock").read_bytes() == live_lock
-    assert "Keycloak realms: skipped" in res.stdout
+    assert sorted(keycloak.realm_names()) == sorted(["master", f"{RECIPE}-{live_id}", "team-sso"])
 
     # again: nothing left to reap
     res = play("reap.yml", tmp_path, args)
     assert res.rc == 0, dump(res)
     assert "REAP RESULT: ok:0 dead cold run(s), 0 stale lock(s), 0 realm(s)" in res.stdout
+
+    # without a Keycloak URL the realms are skipped, with a message
+    res = play("reap.yml", tmp_path, {**args, "ccci_keycloak_url": ""})
+    assert res.rc == 0, dump(res)
+    assert "Keycloak realms: skipped, no ccci_keycloak_url" in res.stdout
+    assert keycloak.realm_names() and f"{RECIPE}-{live_id}" in keycloak.realm_names()
