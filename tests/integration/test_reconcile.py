@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.ansible import dump, run_playbook
+from support.ansible import dump, run_module, run_playbook
 from support.fixtures import free_port
 from support.infra_recipes import (
     BASE,
@@ -372,3 +372,77 @@ def test_corrupt_last_good_record_fails_and_touches_nothing(infra, docker_client
     assert record.read_text() == '{"version": "1.0.0+2.0", "comm'
     assert kv.services(docker_client) == {}
     assert not (kv.state_dir / "kv" / "lock").exists()
+
+
+# --- an interrupted run --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_interrupted_upgrade_is_rolled_back_by_the_next_run(infra, docker_client):
+    """A run that died after its snapshot and the deploy of a bad version: the next run
+    restores the snapshot and the last-good version, with no manual reset."""
+    kv = infra("warm-kv", "kv", stateful=True)
+    install(kv)
+    good = kv.last_good
+    marker = write_marker(kv, docker_client)
+    kv.add(BROKEN)
+
+    # What the dead run did, step by step, with the same modules.
+    common = {"domain": kv.domain}
+    res = run_module("coopcloud.ci.recipe_app", {**common, "state": "undeployed"})
+    assert res.rc == 0, dump(res)
+    res = run_module(
+        "coopcloud.ci.volume_snapshot",
+        {**common, "recipe": "kv", "state": "present", "state_dir": str(kv.state_dir),
+         "version": good["version"], "commit": good["commit"]},
+    )  # fmt: skip
+    assert res.rc == 0, dump(res)
+    record = {**good, "attempt": {"version": BROKEN, "snapshot": True, "run_id": "dead00",
+                                  "started_at": "2026-01-01T00:00:00Z"}}  # fmt: skip
+    (kv.state_dir / "kv" / "last_good").write_text(json.dumps(record))
+    res = run_module(
+        "coopcloud.ci.recipe_app",
+        {**common, "recipe": "warm-kv", "version": BROKEN, "recipes_dir": str(kv.recipes_dir),
+         "fetch": False, "publish": {"service": "app", "port": 80,
+                                     "published": kv.target["http"]["published"]}},
+    )  # fmt: skip
+    assert res.rc == 0, dump(res)
+    assert (kv.volume_path(docker_client) / "marker").read_bytes() != marker  # "migrated"
+
+    res = kv.run()
+    assert res.rc != 0, dump(res)
+    assert res.result_status == "rolled-back", dump(res)
+    assert "run dead00" in res.result_details and "broke off" in res.result_details
+    (svc,) = kv.services(docker_client).values()
+    assert (svc["version"], svc["commit"]) == (BASE, good["commit"])
+    assert (kv.volume_path(docker_client) / "marker").read_bytes() == marker
+    assert kv.last_good["attempt"] is None
+    (alert,) = kv.alerts("rollback")
+    assert (alert["attempted"], alert["recovered"], alert["snapshot_restored"]) == (
+        BROKEN,
+        True,
+        True,
+    )
+
+
+def test_all_targets_each_get_a_result_line(tmp_path):
+    """target=all reconciles every target, one line each, even when the first one fails."""
+    state_dir = tmp_path / "state"
+    warm = {
+        name: {"recipe": f"missing-{name}", "domain": f"{name}.{SUFFIX}", "stateful": False}
+        for name in ("alpha", "beta")
+    }
+    res = run_playbook(
+        "reconcile.yml",
+        {"target": "all", "ccci_warm_infra": warm, "ccci_state_dir": str(state_dir),
+         "ccci_recipes_dir": str(tmp_path / "recipes"), "ccci_fetch": False},
+        private_dir=tmp_path,
+    )  # fmt: skip
+    assert res.rc != 0, dump(res)
+    lines = RESULT.findall(res.stdout)
+    assert [(status, details.split(":")[0]) for status, details in lines] == [
+        ("failed", "alpha"),
+        ("failed", "beta"),
+    ], dump(res)
+    assert all("nothing was deployed or removed" in details for _, details in lines)
+    assert not (state_dir / "alpha" / "lock").exists()
