@@ -45,6 +45,9 @@ def extravars(examples_root, state_dir, run_id, recipe, ref=None, **more) -> dic
         "ccci_access": "published",
         "ccci_fetch": False,
         "ccci_run_id": run_id,
+        # Promote-on-green has its own tests (test_promote.py); here a green run must
+        # leave nothing behind, not even a canonical on the shared suffix.
+        "ccci_promote": False,
         **more,
     }
     if ref is not None:
