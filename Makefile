@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: help venv host test unit integration molecule lint build demo bench clean
+.PHONY: help venv host test unit integration molecule lint docs build demo bench clean
 
 help:
 	@echo "make test    the whole suite (sets up docker, swarm, images, virtualenv)"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench   benchmarks (figures go into README.md by hand)"
 	@echo "make lint    ruff and ansible-lint"
 	@echo "make build   ansible-galaxy collection build into .build/"
+	@echo "make docs    regenerate docs/reference/ from the modules' DOCUMENTATION"
 
 $(VENV)/.stamp: requirements.txt requirements-test.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +30,10 @@ lint: venv
 	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci
 	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci
 	$(BIN)/ansible-lint -q playbooks roles extensions docs/drone.example.yml
+	$(PY) scripts/gen-reference --check
+
+docs: venv
+	$(PY) scripts/gen-reference
 
 molecule: venv
 	$(BIN)/molecule test --all
