@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
@@ -1005,15 +1005,24 @@ class SnapshotStore:
         return True
 
     # restoring --------------------------------------------------------------------
-    def restore(self, targets: Mapping[str, str]) -> dict[str, Any]:
+    def restore(
+        self,
+        targets: Mapping[str, str | None],
+        create: Callable[[str], str] | None = None,
+    ) -> dict[str, Any]:
         """Make each ``short name -> directory`` exactly equal to its archive.
 
         Every archive named is verified first (sha256, size, every member header);
-        nothing is written before all pass. Each is then extracted into a staging
-        directory beside its target and exchanged with it; the replaced tree is removed.
+        nothing is written before all pass. A target of ``None`` is a volume that does not
+        exist yet: ``create(short)`` makes it and returns its directory, only once every
+        archive has passed (a corrupt or hostile snapshot creates nothing). Each archive
+        is then extracted into a staging directory beside its target and exchanged with
+        it; the replaced tree is removed.
         """
         if not targets:
             raise SnapshotError("nothing to restore: no volumes given")
+        if create is None and any(t is None for t in targets.values()):
+            raise SnapshotError("a volume to restore into is missing and nothing creates it")
         tar = _tar()
         self.recover()
         manifest = self.manifest()
@@ -1024,6 +1033,8 @@ class SnapshotStore:
                 f"(it holds: {', '.join(sorted(manifest['volumes']))})"
             )
         for short, target in targets.items():
+            if target is None:
+                continue
             parent = os.path.dirname(os.path.abspath(target))
             if not os.path.isdir(parent):
                 raise SnapshotError(f"volume {short!r}: {parent} does not exist")
@@ -1034,6 +1045,10 @@ class SnapshotStore:
             entry = manifest["volumes"][short]
             verified[short] = self._verify_archive(os.path.join(self.path, entry["archive"]), entry)
         _faults.checkpoint(P_VERIFIED)
+        targets = {
+            short: (create(short) if target is None else target)
+            for short, target in targets.items()
+        }
         staged: dict[str, str] = {}
         try:
             for short in sorted(targets):

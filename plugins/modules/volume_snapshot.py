@@ -422,13 +422,14 @@ class VolumeSnapshot:
                 before[short] = f"({status})"
         after = {short: manifest["volumes"][short]["tree_digest"] for short in plan["mounts"]}
         if changed and not self.check:
-            targets = {}
-            for short, mount in plan["mounts"].items():
-                if mount is None:
-                    mount = app.create_volume(short)
-                    created.append(f"{app.stack}_{short}")
-                targets[short] = mount
-            self.store.restore(targets)
+
+            def create(short: str) -> str:
+                # called by the store only once every archive has verified
+                mount = app.create_volume(short)
+                created.append(f"{app.stack}_{short}")
+                return mount
+
+            self.store.restore(plan["mounts"], create=create)
         result = self._result(
             changed, manifest, digest, app.stack, reasons=plan["reasons"], created_volumes=created
         )
