@@ -164,7 +164,14 @@ def lock_summary(state_dir: str, recipe: str) -> dict[str, Any] | None:
 
 
 def run_summary(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: record.get(k) for k in _RUN_KEYS}
+    """The keys of ``_RUN_KEYS``, plus ``seconds`` (the run's total wall time, None while it
+    runs) and ``label`` (e.g. "quick run: lower confidence, never gates merge")."""
+    out = {k: record.get(k) for k in _RUN_KEYS}
+    timings = record.get("timings")
+    seconds = timings.get("total_seconds") if isinstance(timings, Mapping) else None
+    out["seconds"] = seconds if isinstance(seconds, int | float) else None
+    out["label"] = record.get("label")
+    return out
 
 
 def canonical_row(
@@ -237,7 +244,7 @@ def canonical_row(
 def alerts_summary(state_dir: str, latest: int = 5) -> dict[str, Any]:
     store = AlertStore(state_dir)
     unseen = store.list_unseen()
-    summaries = [a.summary() for a in unseen]
+    summaries = [_alert_summary(a) for a in unseen]
     return {
         "unseen": len(unseen),
         "corrupt": sum(1 for a in unseen if a.corrupt),
@@ -246,6 +253,15 @@ def alerts_summary(state_dir: str, latest: int = 5) -> dict[str, Any]:
         "latest": list(reversed(summaries))[: max(0, latest)],
         "path": store.alerts_dir,
     }
+
+
+def _alert_summary(alert: Any) -> dict[str, Any]:
+    """The alert's summary, plus ``last_good``, ``recovered`` and ``notes`` when it is readable."""
+    out = alert.summary()
+    if not alert.corrupt:
+        for key in ("last_good", "recovered", "notes"):
+            out[key] = alert.data.get(key)
+    return out
 
 
 def _count(values: Iterable[str]) -> dict[str, int]:
