@@ -32,13 +32,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.ansible import dump
+from support.ansible import dump, run_module, run_playbook
 from support.fixtures import remove_stack_everything
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._registry import Registry
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     SnapshotStore,
     tree_digest,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateError
 from reliability.play import run_tasks
 from reliability.world import World, differences, normal
 
@@ -205,3 +207,56 @@ def test_a_damaged_snapshot_is_named_nothing_changes_and_a_reseed_restores(batch
     assert res.task(f"verify again {i}")["verified"]["content"]["files"] == 2
     assert tree_digest(str(c["volume"])) == batch["good_digest"]
     assert sorted(os.listdir(c["volume"].parent)) == ["_data"]
+
+
+# --- a truncated registry ---------------------------------------------------------------
+
+
+def test_a_truncated_registry_is_named_by_every_reader_and_never_replaced(
+    state_dir, unique, docker_client, tmp_path
+):
+    reg = Registry(str(state_dir), RECIPE)
+    reg.seed(f"warm-{RECIPE}.ccci.test", "1.1.0+1.29", "2a927ef4fd1d", unique, "d" * 64)
+    path = Path(reg.path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    world = World(docker_client, unique, [state_dir])
+    before = world.take()
+
+    # the library
+    for call in (reg.load, reg.at_rest, lambda: reg.set_status("quick", unique),
+                 lambda: reg.seed(f"warm-{RECIPE}.ccci.test", "1.1.0+1.29", "2a927ef4fd1d",
+                                  unique, "e" * 64)):  # fmt: skip
+        with pytest.raises(StateError) as caught:
+            call()
+        assert f"{path} is not valid JSON" in str(caught.value)
+    # the module the lanes and the operator plays read it through
+    res = run_module("coopcloud.ci.warm_canonical",
+                     {"recipe": RECIPE, "state": "info", "state_dir": str(state_dir),
+                      "domain_suffix": "ccci.test"})  # fmt: skip
+    assert res.rc != 0, dump(res)
+    assert str(path) in res.last["msg"] and "not valid JSON" in res.last["msg"], res.last
+    # the operator's restore play refuses, naming the file, and touches nothing
+    private = tmp_path / "runner"
+    private.mkdir()
+    res = run_playbook("restore.yml", {"recipe": RECIPE, "ccci_state_dir": str(state_dir),
+                                       "ccci_run_id": unique, "ccci_lock_timeout": 5},
+                       private_dir=private)  # fmt: skip
+    assert res.rc != 0, dump(res)
+    failed = [t for t in res.tasks if t["event"] == "runner_on_failed"]
+    assert str(path) in failed[-1]["res"]["msg"], dump(res)
+    after = world.take()
+    changed = differences(before, after)
+    # restore.yml takes the recipe's lock before it reads anything, and releases it: the
+    # lock's empty flock guard file stays (by design, docs/reliability.md), nothing else.
+    guard = {f"{state_dir}/{RECIPE}:", f"{state_dir}/{RECIPE}/.lock.guard:"}
+    assert [d for d in changed if d.split(" ", 1)[0] not in guard] == [], "\n".join(changed)
+    assert not (state_dir / RECIPE / "lock").exists()
+
+    # the way back (docs/reliability.md): move the file aside, then a green cold run of the
+    # latest version re-seeds it (here the registry call that run makes)
+    aside = path.with_name("canonical.json.broken")
+    path.rename(aside)
+    data = reg.seed(f"warm-{RECIPE}.ccci.test", "1.1.0+1.29", "2a927ef4fd1d", unique, "e" * 64)
+    assert reg.load() == data and data["status"] == "idle" and data["snapshot_digest"] == "e" * 64
+    assert aside.read_bytes() == whole[: len(whole) // 2]  # kept for the post-mortem
