@@ -313,6 +313,16 @@ def _number(field: bytes, what: str) -> int:
         raise CorruptSnapshotError(f"bad {what} field {field!r}") from None
 
 
+def _pax_int(pax: Mapping[bytes, bytes], key: bytes, what: str) -> int:
+    """A decimal pax record (``size``, ``uid``, ``gid``), or refuse the archive as corrupt."""
+    text = pax[key]
+    if not text.isdigit():
+        raise CorruptSnapshotError(
+            f"{what} has a pax {key.decode()} record that is not a decimal number: {text!r}"
+        )
+    return int(text)
+
+
 def _mtime_ns(text: bytes) -> int:
     sign = -1 if text.startswith(b"-") else 1
     whole, _, frac = text.lstrip(b"-").partition(b".")
@@ -490,9 +500,9 @@ class TarScanner:
                 if prefix:
                     name = prefix + b"/" + name
         link = pax.get(b"linkpath") or long_link or block[157:257].split(b"\0", 1)[0]
-        if b"size" in pax:
-            size = int(pax[b"size"])
         what = f"{self.label}: member"
+        if b"size" in pax:
+            size = _pax_int(pax, b"size", f"{what} {name!r}")
         if kind in (b"3", b"4"):
             dev = "character" if kind == b"3" else "block"
             raise HostileArchiveError(f"{what} {name!r} is a {dev} device file")
@@ -524,8 +534,16 @@ class TarScanner:
             self._start_data(size, False)
             return
         mode = _number(block[100:108], "mode") & 0o7777
-        uid = int(pax[b"uid"]) if b"uid" in pax else _number(block[108:116], "uid")
-        gid = int(pax[b"gid"]) if b"gid" in pax else _number(block[116:124], "gid")
+        uid = (
+            _pax_int(pax, b"uid", f"{what} {name!r}")
+            if b"uid" in pax
+            else _number(block[108:116], "uid")
+        )
+        gid = (
+            _pax_int(pax, b"gid", f"{what} {name!r}")
+            if b"gid" in pax
+            else _number(block[116:124], "gid")
+        )
         if b"mtime" in pax:
             mtime = _mtime_ns(pax[b"mtime"])
         else:
