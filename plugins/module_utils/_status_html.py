@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +43,7 @@ _STATUS_CLASS = {
     "restoring": "warn",
     "seeding": "info",
 }
+_ISO_RE = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)?")
 _VERDICT_CLASS = {"PASS": "pass", "FAIL": "fail", "ERROR": "error"}
 
 
@@ -256,7 +258,9 @@ def view(doc: Mapping[str, Any], now: Any = None) -> dict[str, Any]:
                 "commit_short": _text(row.get("commit_short")),
                 "status": _text(status) if has else "no canonical",
                 "status_class": _STATUS_CLASS.get(str(status), "other") if has else "none",
-                "status_detail": _text(row.get("status_detail")),
+                "status_detail": _ISO_RE.sub(
+                    lambda m: short_time(m.group(0)), _text(row.get("status_detail"))
+                ),
                 "seeded": short_time(row.get("seeded_at")),
                 "seeded_age": age(row.get("seeded_at"), now_dt) if row.get("seeded_at") else "",
                 "first_seeded": short_time(row.get("first_seeded_at")),

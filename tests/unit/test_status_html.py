@@ -90,6 +90,11 @@ def test_age_counts_to_now_and_says_when_it_cannot():
 # ------------------------------------------------------------------------------ view
 
 
+def status_state_registry(doc, recipe):
+    (row,) = [r for r in doc["recipes"] if r["recipe"] == recipe]
+    return row
+
+
 def test_view_of_a_real_state_dir(doc):
     v = view(doc, now=NOW)
     assert v["now"] == NOW
@@ -102,6 +107,9 @@ def test_view_of_a_real_state_dir(doc):
     assert html_row["commit_short"] == status_state.COMMIT[:12]
     assert html_row["commit"] == status_state.COMMIT
     assert html_row["promoted_by"] == "a0a001"
+    seeded = _status_html.short_time(status_state_registry(doc, "custom-html")["seeded_at"])
+    assert html_row["seeded"] == seeded
+    assert html_row["status_detail"] == f"idle since {seeded} (run a0a001)"
     assert html_row["lock"] is None
     assert notes_row["lock"]["run_id"] == "a0a005"
     assert notes_row["lock"]["play"] == "quick.yml"
