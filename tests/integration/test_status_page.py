@@ -282,3 +282,16 @@ def test_status_page_in_headless_chromium(state_dir, tmp_path):
     # the verdict colours of the timeline are painted (PASS green, FAIL red tops)
     assert bytes.fromhex("1a7f37") in colours
     assert bytes.fromhex("cf222e") in colours
+
+
+def test_html_without_a_destination_is_refused_in_one_sentence(state_dir, tmp_path):
+    (tmp_path / "runner").mkdir()
+    res = run_playbook(
+        "status.yml",
+        {"ccci_state_dir": str(state_dir), "format": "html"},
+        private_dir=tmp_path / "runner",
+    )
+    assert res.rc != 0
+    assert "format=html writes a page: give its path, e.g. -e dest=/tmp/status.html" in (res.stdout)
+    assert "Gather the status" not in {t["task"] for t in res.tasks}
+    assert list(state_dir.iterdir()) == []  # nothing written
