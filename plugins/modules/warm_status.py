@@ -148,8 +148,9 @@ status:
           C(matches_registry).
         - C(lock) is V(null) when free, else the holder with C(run_id), C(pid), C(host),
           C(since), C(play), C(stale), C(corrupt).
-        - C(last_runs) holds C(run_id), C(mode), C(confidence), C(ref), C(version),
-          C(commit), C(status), C(verdict), C(started_at), C(finished_at).
+        - C(last_runs) holds C(run_id), C(mode), C(confidence), C(label), C(ref),
+          C(version), C(commit), C(status), C(verdict), C(started_at), C(finished_at),
+          C(seconds) (the run's total time).
       type: list
       elements: dict
       sample:
@@ -203,7 +204,7 @@ status:
       description:
         - C(unseen) (count), C(corrupt), C(seen) (relayed, count), C(kinds) (unseen by
           kind), C(latest) (the newest unseen first, each C(file), C(kind), C(target),
-          C(attempted), C(at)), C(path).
+          C(attempted), C(last_good), C(recovered), C(notes), C(at)), C(path).
       type: dict
       sample:
         unseen: 2
