@@ -1,0 +1,126 @@
+"""The case tables of docs/reliability.md, rendered from the battery's own case lists.
+
+``python tests/reliability/table.py --write`` rewrites every generated block of
+docs/reliability.md (between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``);
+test_docs_table.py fails when the page and the battery disagree, so the page stays true.
+Placeholders of the case lists read: ``<id>`` the test's unique id, ``<pwn>`` the sentinel
+``/tmp/ccci-pwned-<id>`` an injected command would create, ``<file>`` an existing file.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DOC = HERE.parents[1] / "docs" / "reliability.md"
+NAMES = {"u": "<id>", "pwn": "/tmp/ccci-pwned-<id>", "file": "<file>", "state": "<state>",
+         "recipes": "<recipes>", "archive": "<slot>/content.tar",
+         "manifest": "<slot>/manifest.json"}  # fmt: skip
+
+
+def code(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    if text == "":
+        return "(empty)"
+    text = text.replace("|", "\\|").replace("\n", "\\n").replace("\x00", "\\x00")
+    if len(text) > 70:
+        text = text[:60] + "…" + f" ({len(text)} chars)"
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def _fill(value: object) -> object:
+    if isinstance(value, str):
+        return value.format(**NAMES)
+    if isinstance(value, list):
+        return [_fill(v) for v in value]
+    return value
+
+
+def _options(args: dict) -> str:
+    return " ".join(f"{k}={code(_fill(v))}" for k, v in args.items())
+
+
+def _rows(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def blocks() -> dict[str, str]:
+    sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "collections")]
+    from reliability import test_bad_arguments as bad
+    from reliability import test_corruption as corrupt
+    from reliability import test_hostile_archives as hostile
+
+    out = {}
+    out["corruption"] = _rows(
+        ["case", "what was tried", "what held"],
+        [
+            [case, "snapshot damaged, then `volume_snapshot` `state=restored` and "
+             "`state=info verify=true`",
+             f"both fail: {code(_fill(words))}; "
+             "snapshot bytes, volume tree and engine unchanged, no staging dir; "
+             "re-seed (`state=present force=true`) + restore gives the known-good tree digest"]
+            for case, _, words in corrupt.CASES
+        ]
+        + [["truncated `canonical.json`", "`Registry.load/at_rest/set_status/seed`, "
+            "`warm_canonical state=info`, `restore.yml`",
+            "all fail naming the file (`… is not valid JSON`); file never replaced, nothing "
+            "else changed (restore.yml's lock guard file stays, the lock is released); "
+            "moved aside, the re-seed works"]],
+    )  # fmt: skip
+    out["hostile"] = _rows(
+        ["case", "what was tried", "what held"],
+        [[case, "archive with correct sha256/size installed as the snapshot, restored "
+          "through `volume_snapshot`" + (f" with `max_members={hostile.MAX_MEMBERS}`"
+                                         if "many" in case else ""),
+          f"refused: {code(words)}, naming the archive; volume tree, snapshot and engine "
+          "unchanged; no staging dir; nothing at the member's target"
+          + ("; no volume created" if "without volumes" in case else "")]
+         for case, _, words in hostile.ALL],
+    )  # fmt: skip
+    out["bad-plays"] = _rows(
+        ["case", "what was tried", "what held"],
+        [[case, f"`{playbook}` " + " ".join(f"-e {k}={code(_fill(v))}" for k, v in more.items()),
+          f"exit 2: {code(_fill(words))}; nothing deployed, engine and recipes unchanged, "
+          "state dir unchanged but for the run's own ERROR record"]
+         for case, playbook, more, words in bad.PLAY_CASES],
+    )  # fmt: skip
+    out["bad-modules"] = _rows(
+        ["case", "what was tried", "what held"],
+        [[case, f"`{module}` {_options(args)}",
+          f"failed: {code(_fill(words))}; state dir, recipes and engine unchanged"]
+         for case, module, args, words in bad.MODULE_CASES]
+        + [[case, f"`keycloak_realm` {_options(args)}",
+            f"failed: {code(_fill(words))}; no write to the Keycloak API, `master` and every "
+            "realm kept"]
+           for case, args, words in bad.REALM_CASES],
+    )  # fmt: skip
+    out["triggers"] = _rows(
+        ["case", "comment", "what held"],
+        [[case, code(comment), "`{run: false, mode: null}`: no run, no error"]
+         for case, comment in bad.TRIGGERS],
+    )  # fmt: skip
+    return out
+
+
+def render(text: str) -> str:
+    for name, table in blocks().items():
+        pattern = re.compile(
+            rf"(<!-- generated: {name} -->\n)(?:.*?\n)?(<!-- end: {name} -->)", re.DOTALL
+        )
+        if not pattern.search(text):
+            raise SystemExit(f"{DOC} has no generated block {name!r}")
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
+    return text
+
+
+if __name__ == "__main__":
+    current = DOC.read_text()
+    fresh = render(current)
+    if "--write" in sys.argv:
+        DOC.write_text(fresh)
+    elif fresh != current:
+        raise SystemExit(f"{DOC} is out of date: run {sys.argv[0]} --write")
