@@ -296,21 +296,22 @@ class Canonical:
     # -- restoring the known-good ------------------------------------------------------------
 
     def _restore(self, app: AppSnapshot, states: Mapping[str, str]) -> dict[str, Any]:
-        """Restore every volume that is not ``equal`` (creating missing ones); the store
-        verifies every archive it restores before it writes anything."""
+        """Restore every volume that is not ``equal``. The store verifies every archive
+        before it writes anything, and only then creates the volumes that are missing, so
+        a corrupt or hostile snapshot leaves no new empty volume behind."""
         todo = [short for short, st in states.items() if st != "equal"]
         if not todo:
             return {"restored": [], "created_volumes": []}
         plan = app.plan_restore(todo, force=True)
-        targets, created = {}, []
-        for short in todo:
-            mount = plan["mounts"][short]
-            if mount is None:
-                mount = app.create_volume(short)
-                created.append(f"{app.stack}_{short}")
-                self.actions.append(f"created volume {app.stack}_{short}")
-            targets[short] = mount
-        self.store.restore(targets)
+        created: list[str] = []
+
+        def create(short: str) -> str:
+            mount = app.create_volume(short)
+            created.append(f"{app.stack}_{short}")
+            self.actions.append(f"created volume {app.stack}_{short}")
+            return mount
+
+        self.store.restore({short: plan["mounts"][short] for short in todo}, create=create)
         self.actions.append(f"restored {', '.join(sorted(todo))} from the known-good snapshot")
         return {"restored": sorted(todo), "created_volumes": created}
 

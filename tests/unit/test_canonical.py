@@ -165,6 +165,18 @@ def test_seeded_installs_the_snapshot_into_new_volumes(canonical, state_dir, tmp
     assert registry_bytes(state_dir) == before
 
 
+def test_seeding_from_a_corrupt_snapshot_creates_no_volume(canonical, state_dir, tmp_path, engine):
+    take(state_dir, tmp_path, "<h1>known good</h1>\n")
+    archive = state_dir / RECIPE / "snapshot" / "content.tar"
+    data = bytearray(archive.read_bytes())
+    data[600] ^= 0x01
+    archive.write_bytes(bytes(data))
+    with pytest.raises(CorruptSnapshotError, match=str(archive)):
+        canonical.seeded("aaaaaa")
+    # Verified before anything is created: no empty volume is left behind.
+    assert VOLUME not in engine.api.volume_list
+
+
 def test_seeded_needs_a_snapshot_with_version_and_commit(canonical, state_dir, tmp_path):
     with pytest.raises(CanonicalError, match="no snapshot to seed the canonical"):
         canonical.seeded("aaaaaa")
