@@ -338,8 +338,12 @@ stderr:
   type: str
   sample: ""
 elapsed:
-  description: Seconds from the deploy command to convergence.
-  returned: when a deploy ran
+  description:
+    - Seconds the module spent on the app, measured with a monotonic clock - the
+      look-up of the ref, the checkout and, when needed, the deploy and the wait for
+      convergence, or the undeploy or removal. Plays sum it into the run record's
+      C(timings.docker_seconds).
+  returned: success
   type: float
   sample: 3.4
 tasks:
@@ -366,6 +370,7 @@ diff:
 import os
 import shutil
 import tempfile
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -586,6 +591,7 @@ class RecipeApp:
     # -- driver ----------------------------------------------------------------------------
 
     def run(self) -> dict:
+        started = time.monotonic()
         try:
             what = self.params["state"]
             if what == "deployed":
@@ -595,6 +601,7 @@ class RecipeApp:
         finally:
             if self._tmp:
                 shutil.rmtree(self._tmp, ignore_errors=True)
+        self.result["elapsed"] = round(time.monotonic() - started, 3)
         return self.result
 
 
