@@ -39,6 +39,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
 from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import build_app_env
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
@@ -80,6 +81,26 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
 PURPOSES = ("deployed", "quick")
 #: Statuses that mean "not at rest, and the data may not be the known-good".
 UNSETTLED = frozenset({"restoring", "seeding"})
+
+# Crash points (tests/reliability/test_crashes.py kills the whole play at each).
+P_STATUS_SET = _faults.register(
+    "canonical.status-set", "deployed: status quick/deployed written, nothing deployed yet"
+)
+P_UNDEPLOYED = _faults.register(
+    "canonical.undeployed", "idle: the app undeployed (volumes kept), nothing restored yet"
+)
+P_RESTORING = _faults.register(
+    "canonical.restoring", "idle: undeployed and status restoring written, nothing restored yet"
+)
+P_RESTORED = _faults.register(
+    "canonical.restored", "idle: the known-good restored, status not yet idle"
+)
+P_SEEDING = _faults.register(
+    "canonical.seeding", "seeded: status seeding written, the app not yet undeployed"
+)
+P_SEED_RESTORED = _faults.register(
+    "canonical.seed-restored", "seeded: the slot restored into the volumes, registry not yet seeded"
+)
 
 
 class CanonicalError(RuntimeError):
@@ -396,6 +417,7 @@ class Canonical:
                 return result
             # the status first: a crash while deploying leaves it saying what ran
             self._set_status(purpose, run_id)
+            _faults.checkpoint(P_STATUS_SET)
             if not same:
                 out = self.driver.deploy(
                     stack,
@@ -504,13 +526,16 @@ class Canonical:
             self._set_status("restoring", run_id)
         if undeploy:
             self._undeploy(stack)
+            _faults.checkpoint(P_UNDEPLOYED)
         if must_restore:
             if registry["status"] != "idle":
                 self._set_status("restoring", run_id)
+            _faults.checkpoint(P_RESTORING)
             if state.services:  # compared only now that nothing writes to them
                 states = self.volume_states(app, manifest)
                 result["volume_states"] = states
             result.update(self._restore(app, states))
+            _faults.checkpoint(P_RESTORED)
         self._set_status("idle", run_id)
         after = self.registry.load()
         result.update(registry=after, diff={"before": summary(registry), "after": summary(after)})
@@ -595,12 +620,14 @@ class Canonical:
             return result
         if registry is not None:
             self._set_status("seeding", promoted_by if registry["status"] == "seeding" else run_id)
+            _faults.checkpoint(P_SEEDING)
         if undeploy:
             self._undeploy(stack)
         if state.services:  # compared only now that nothing writes to them
             states = self.volume_states(app, manifest)
             result["volume_states"] = states
         result.update(self._restore(app, states))
+        _faults.checkpoint(P_SEED_RESTORED)
         after = self.registry.seed(
             domain, version, commit, promoted_by=promoted_by, snapshot_digest=digest, node=node
         )

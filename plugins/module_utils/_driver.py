@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     COMMIT_LABEL,
     NAMESPACE_LABEL,
@@ -69,6 +70,12 @@ Runner = Callable[..., subprocess.CompletedProcess]
 #: port and the placement constraints (``recipe_app`` and ``warm_canonical`` skip a deploy
 #: when it is unchanged).
 ENV_LABEL = "coop-cloud.ccci.env"
+
+#: Crash point (tests/reliability/test_crashes.py): a play passes it once per deploy, so
+#: ``CCCI_PAUSE_AT=deploy.converged@2`` stops at its second deploy.
+P_CONVERGED = _faults.register(
+    "deploy.converged", "stack driver: a deploy converged, its result not yet returned"
+)
 
 
 def env_digest(
@@ -492,6 +499,7 @@ class StackDriver(Driver):
         except DriverError as exc:
             exc.cmd, exc.rc, exc.stdout, exc.stderr = cmd, proc.returncode, proc.stdout, proc.stderr
             raise
+        _faults.checkpoint(P_CONVERGED)
         return {
             "changed": True,
             "cmd": cmd,

@@ -17,6 +17,11 @@ came for, typically ``SIGKILL``, and then checks what was left behind. Deleting 
 lets the process continue, which tests use to prove the point is on the normal path.
 ``CCCI_PAUSE_TIMEOUT`` (seconds, default 600) bounds the wait: a forgotten pause fails
 loudly instead of hanging a test run forever.
+
+A point that a play passes more than once (every deploy passes ``deploy.converged``) is
+chosen by its occurrence: ``CCCI_PAUSE_AT=deploy.converged@2`` pauses the second time any
+process of the play reaches it (the passes are counted in ``$CCCI_PAUSE_DIR/<name>.count``,
+one byte appended per pass). The marker is then ``<name>@2.reached``.
 """
 
 from __future__ import annotations
@@ -40,9 +45,27 @@ def register(name: str, where: str) -> str:
 
 def checkpoint(name: str) -> None:
     """Pause here when ``CCCI_PAUSE_AT`` names this point; otherwise return at once."""
-    if os.environ.get(ENV_AT) != name:
+    wanted = os.environ.get(ENV_AT)
+    if not wanted:
         return
-    _pause(name)
+    if wanted == name:
+        _pause(name)
+        return
+    point, sep, nth = wanted.rpartition("@")
+    if sep and point == name and nth.isdigit() and _count(name) == int(nth):
+        _pause(wanted)
+
+
+def _count(name: str) -> int:
+    """Count one more pass of ``name`` (across the processes of a play); the new total."""
+    directory = os.environ.get(ENV_DIR) or "/tmp"
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, f"{name}.count"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, b".")
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 def marker_path(name: str, directory: str | None = None) -> str:

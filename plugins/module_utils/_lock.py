@@ -52,6 +52,7 @@ import socket
 import time
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_recipe,
@@ -66,6 +67,12 @@ GUARD_NAME = ".lock.guard"
 CORRUPT_GRACE = 60.0
 _OWNER_PROGRAMS = ("ansible-playbook",)
 _MAX_RECORD = 64 * 1024
+
+# Crash points (tests/reliability/test_crashes.py kills the whole play at each).
+P_TAKEN = _faults.register("lock.taken", "acquire: the owner file published, nothing else done")
+P_RELEASING = _faults.register(
+    "lock.releasing", "release: about to remove the owner file of the run that holds it"
+)
 
 
 class LockError(RuntimeError):
@@ -468,6 +475,7 @@ class AppLock:
             got, holder, broken = self.try_acquire(record, force=force)
             waited = round(time.monotonic() - began, 3)
             if got:
+                _faults.checkpoint(P_TAKEN)
                 return LockInfo(
                     holder=holder or record,
                     waited=waited,
@@ -499,6 +507,7 @@ class AppLock:
         Idempotent: False when there is no lock. Refuses (:class:`LockError`) a lock held
         by another run, or an unreadable lock file, unless ``force``.
         """
+        _faults.checkpoint(P_RELEASING)
         with self._guard():
             holder = self.holder()
             if holder is None:
