@@ -27,8 +27,8 @@ host:
 	scripts/setup-host
 
 lint: venv
-	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci
-	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci
+	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci scripts/demo scripts/gen-reference
+	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci scripts/demo scripts/gen-reference
 	$(BIN)/ansible-lint -q playbooks roles extensions docs/drone.example.yml
 	$(PY) scripts/gen-reference --check
 
