@@ -355,10 +355,12 @@ class Canonical:
         fetch: bool = True,
         env: Mapping[str, str] | None = None,
         publish: Mapping[str, Any] | None = None,
+        secrets: Mapping[str, str] | None = None,
         check: bool = False,
     ) -> dict[str, Any]:
         """Reattach the canonical at its known-good commit, volumes retained; status ->
-        ``purpose``."""
+        ``purpose``. ``secrets`` (short name -> value) supplies the recipe's
+        ``generate=false`` secrets, e.g. an SSO run's OIDC client secret."""
         validate_run_id(run_id)
         if purpose not in PURPOSES:
             raise CanonicalError(f"purpose {purpose!r} is invalid: use deployed or quick")
@@ -383,7 +385,7 @@ class Canonical:
             checkout = repo.checkout(commit, os.path.join(tmp, "checkout"))
             app = build_app_env(checkout, domain, dict(env or {}))
             existing = {s.name for s in self.driver.client.secrets.list()}
-            secrets = app.secret_values({}, existing)
+            secrets = app.secret_values(dict(secrets or {}), existing)
             state = self.driver.state(stack)
             settled = self._publish(stack, checkout, app.compose_files, publish)
             digest = env_digest(app.env, app.compose_files, settled, constraints)

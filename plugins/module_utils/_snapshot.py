@@ -1284,7 +1284,14 @@ class AppSnapshot:
     ) -> dict[str, Any]:
         vols = self.volumes(only)
         if not vols:
-            raise self.missing_error("(any)", "")
+            node = ""
+            with contextlib.suppress(Exception):  # only for the message
+                node = (self.client.info() or {}).get("Name", "")
+            raise SnapshotError(
+                f"app {self.domain} has no volumes on node {node or 'this node'} (none labelled "
+                f"com.docker.stack.namespace={self.stack}): there is no data to snapshot; if "
+                "the app ran on another node, run the task there (delegate_to)"
+            )
         for short, info in vols.items():
             if info is None:
                 raise self.missing_error(short, "")

@@ -116,6 +116,14 @@ options:
       - App env values over the recipe's C(.env.sample) defaults (as for M(coopcloud.ci.recipe_app)).
     type: dict
     default: {}
+  secrets:
+    description:
+      - With O(state=deployed), values for the recipe's secrets that are not generated
+        (C(# generate=false) in C(.env.sample)), by short name, for example the OIDC
+        client secret of an SSO run's realm. Created on the swarm when missing; never
+        logged.
+    type: dict
+    default: {}
   publish:
     description:
       - Publishes one container port of one service on the host in host mode (as for
@@ -462,6 +470,7 @@ ARGUMENT_SPEC = {
     "fetch": {"type": "bool", "default": True},
     "driver": {"type": "str", "default": "stack", "choices": ["stack", "abra"]},
     "env": {"type": "dict", "default": {}},
+    "secrets": {"type": "dict", "default": {}, "no_log": True},
     "publish": {"type": "dict", "options": {
         "service": {"type": "str", "required": True},
         "port": {"type": "int", "required": True},
@@ -487,7 +496,7 @@ def run(module: AnsibleModule, canonical: Canonical) -> dict:
         if state == "deployed":
             result = canonical.deployed(
                 run_id, purpose=p["purpose"], recipes_dir=p["recipes_dir"], fetch=p["fetch"],
-                env=p["env"], publish=p["publish"], check=check,
+                env=p["env"], publish=p["publish"], secrets=p["secrets"], check=check,
             )  # fmt: skip
         elif state == "idle":
             result = canonical.idle(run_id, restore=p["restore"], check=check)

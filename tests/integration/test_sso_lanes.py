@@ -96,7 +96,7 @@ def extravars(recipes_dir: Path, state_dir: Path, run_id: str, **more) -> dict:
 
 def runner_dir(tmp: Path) -> Path:
     path = tmp / "runner"
-    path.mkdir(exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -497,3 +497,56 @@ def test_a_failing_custom_test_that_prints_secrets_is_recorded_masked(
     assert find_in_tree([tmp_path / "stdout", state_dir, tmp_path / "runner"], secrets) == {}
     # the realm is deleted after a failed run too
     assert sorted(kc.realm_names()) == ["master", PLANTED]
+
+
+# -- quick run of an enrolled SSO recipe ----------------------------------------------------
+def test_quick_run_of_an_sso_canonical_reattaches_with_its_own_realm(
+    kc, recipes_dir, state_dir, unique, docker_client, cleanup_stacks, tmp_path, monkeypatch
+):
+    """A warm SSO canonical, seeded by a green cold run, is reattached by a quick run with
+    that run's realm (issuer, client id, and the client secret as a swarm secret): the
+    custom login passes, the realm is deleted, and the known-good is put back."""
+    monkeypatch.setenv("CCCI_KEYCLOAK_URL", kc.base_url)
+    monkeypatch.setenv("CCCI_KEYCLOAK_ADMIN_PASSWORD", PASSWORD)
+    catalog = tmp_path / "catalog"
+    shutil.copytree(ROOT / "catalog" / RECIPE, catalog / RECIPE)
+    entry = catalog / RECIPE / "recipe.yml"
+    entry.write_text(entry.read_text().replace("warm_canonical: false", "warm_canonical: true"))
+    assert "warm_canonical: true" in entry.read_text()
+    suffix = f"{unique}.ccci.test"
+    cleanup_stacks.append(stack_name(f"warm-{RECIPE}.{suffix}"))
+    seed_id, quick_id = unique, f"{(int(unique, 16) + 1) % 0xFFFFFF:06x}"
+    cleanup_stacks.append(stack_name(cold_domain(RECIPE, seed_id, suffix)))
+    common = {"ccci_catalog_dir": str(catalog), "ccci_domain_suffix": suffix}
+
+    seed = run_playbook(
+        "cold.yml",
+        extravars(recipes_dir, state_dir, seed_id, **common),
+        private_dir=runner_dir(tmp_path / "seed"),
+    )
+    assert seed.rc == 0, dump(seed)
+    registry = json.loads((state_dir / RECIPE / "canonical.json").read_text())
+    assert registry["promoted_by"] == seed_id and registry["version"] == "1.1.0+1.1"
+
+    quick = run_playbook(
+        "quick.yml",
+        extravars(recipes_dir, state_dir, quick_id, ref="1.0.0+1.0", **common),
+        private_dir=runner_dir(tmp_path / "quick"),
+    )
+    assert quick.rc == 0, dump(quick)
+    record = record_of(state_dir, quick_id)
+    assert record["mode"] == "quick" and record["verdict"] == "PASS", record
+    assert record["stages"]["custom"] == "pass", record["stage_details"]
+    realm = f"{RECIPE}-{quick_id}"
+    assert 200 in token_grants(kc, realm)
+    assert sorted(kc.realm_names()) == ["master", PLANTED]
+    after = json.loads((state_dir / RECIPE / "canonical.json").read_text())
+    assert after["status"] == "idle"
+    assert {k: after[k] for k in ("version", "commit", "snapshot_digest", "promoted_by")} == {
+        k: registry[k] for k in ("version", "commit", "snapshot_digest", "promoted_by")
+    }
+    removed = run_module(
+        "coopcloud.ci.warm_canonical",
+        {"recipe": RECIPE, "state": "absent", "confirm": True, "state_dir": str(state_dir)},
+    )
+    assert removed.rc == 0, dump(removed)

@@ -65,6 +65,8 @@ services:
       - OIDC_CLIENT_ID
     secrets:
       - oidc_client_secret
+    volumes:
+      - content:/var/www
     configs:
       - source: entrypoint
         target: /docker-entrypoint.sh
@@ -94,6 +96,9 @@ configs:
   entrypoint:
     name: ${{STACK_NAME}}_entrypoint_${{ENTRYPOINT_VERSION}}
     file: entrypoint.sh
+
+volumes:
+  content:
 """
 
 

@@ -226,7 +226,7 @@ def test_volume_on_another_node_asks_for_delegate_to(engine, state_dir, capsys):
     assert "is not on this machine: run the task on that node (delegate_to)" in out["msg"]
     rc, out = run(base(state_dir, state="present", domain="none.example.org"), capsys)
     assert rc == 1
-    assert "has no volume '(any)'" in out["msg"] and "delegate_to" in out["msg"]
+    assert "has no volumes on node" in out["msg"] and "delegate_to" in out["msg"]
     rc, out = run(base(state_dir, state="present", volumes=["data"]), capsys)
     assert rc == 1 and "no volume 'data' (app_example_org_data) on node node-1" in out["msg"]
 
