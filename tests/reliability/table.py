@@ -98,11 +98,89 @@ def blocks() -> dict[str, str]:
             "realm kept"]
            for case, args, words in bad.REALM_CASES],
     )  # fmt: skip
+    out.update(_warm_blocks())
     out["triggers"] = _rows(
         ["case", "comment", "what held"],
         [[case, code(comment), "`{run: false, mode: null}`: no run, no error"]
          for case, comment in bad.TRIGGERS],
     )  # fmt: skip
+    return out
+
+
+def _warm_blocks() -> dict[str, str]:
+    """Crashes, concurrency and secrets (test_crashes, test_concurrency, test_secrets)."""
+    from ansible_collections.coopcloud.ci.plugins.module_utils._faults import POINTS
+    from reliability import test_concurrency as conc
+    from reliability import test_crashes as crash
+    from reliability import test_secrets as sec
+
+    plays = {
+        "quick": "`quick.yml` at the previous tag",
+        "restore": "`restore.yml`",
+        "promote": "`cold.yml` at the latest tag (green: promotes)",
+    }
+    out = {}
+    rows = []
+    for case, recipe, kind, point, start, status in crash.CASES:
+        where = POINTS[point.split("@")[0]]
+        if "@" in point:
+            where += f" (pass {point.split('@')[1]})"
+        digest = (
+            "registry digest != manifest digest (documented: `consistent: false`)"
+            if point == "snapshot.swapped"
+            else "registry digest = manifest digest"
+        )
+        back = crash.RECOVERY.get(point, "")
+        moved = (
+            "the interrupted promotion completed (registry = the new snapshot, "
+            "`promoted_by` the killed run" + (" / the operator's run" if back else "") + ")"
+            if point in crash.ADVANCES
+            else "known-good unmoved"
+        )
+        rows.append(
+            [
+                case,
+                f"{plays[kind]} of {recipe}, from {start}; SIGKILL to the play's process group "
+                f"at `{point}`: {where}",
+                f"snapshot verifies; `canonical.json` parses, status `{status}`, {digest}; "
+                "the lock names the killed `ansible-playbook` (dead: stale)",
+                f"{back} the next quick run breaks the stale lock, PASS; canonical idle, "
+                f"undeployed, unlocked, volume trees = the manifest's tree digests; {moved}".strip(),
+            ]
+        )
+    out["crashes"] = _rows(["case", "what was tried", "left by the kill", "what held"], rows)
+    out["concurrency"] = _rows(
+        ["run", "what was started (all six at once)", "what held"],
+        [
+            [
+                name,
+                f"`quick.yml` {recipe} at `{ref.replace('_branch', '')}`"
+                + (" (branch: image missing)" if ref == "broken_branch" else ""),
+                f"verdict {verdict}, exit {'0' if verdict == 'PASS' else 'non-zero'}; its lock "
+                f"interval disjoint from the other {recipe} runs'"
+                + ("; one `quick-rollback` alert, `recovered: true`" if verdict == "FAIL" else ""),
+            ]
+            for name, recipe, ref, verdict in conc.RUNS
+        ],
+    )
+    out["secrets"] = _rows(
+        ["lane", "started through", "what held"],
+        [
+            [
+                lane,
+                f"`{book}` via `bin/ccci` and via plain `ansible-playbook`, `ANSIBLE_VERBOSITY=3`",
+                "ran green with the sentinels in use; zero hits for any sentinel of either way",
+            ]
+            for lane, book in sec.LANES
+        ]
+        + [
+            [
+                "the search itself",
+                "each sentinel planted in a copy of the searched files",
+                "found, once each, only in the planted copy",
+            ]
+        ],
+    )
     return out
 
 

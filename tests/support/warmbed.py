@@ -279,6 +279,11 @@ class Bed:
             "known_good": self.known_good(recipe),
             "services": self.services(client, recipe),
             "lock": (self.state_dir / recipe / "lock").exists(),
+            # beside each volume's _data: nothing (no staging or replaced tree of a restore)
+            "leftovers": {
+                short: sorted(p.name for p in path.parent.iterdir() if p.name != "_data")
+                for short, path in self.mounts(client, recipe).items()
+            },
         }
 
     def volume_path(self, client, recipe: str, short: str) -> Path:
@@ -306,6 +311,9 @@ def at_rest(proof: dict[str, Any]) -> list[str]:
         out.append("registry snapshot_digest is not the manifest's digest")
     if proof["lock"]:
         out.append("the lock file is left")
+    left = {short: names for short, names in proof["leftovers"].items() if names}
+    if left:
+        out.append(f"left beside the volumes' _data: {left}")
     return out
 
 
