@@ -59,29 +59,30 @@ CASES = [
     ("quick: lock just taken", HTML, "quick", "lock.taken", "at rest", "idle"),
     ("quick: upgraded in place to the change (second deploy)", HTML, "quick",
      "deploy.converged@2", "at rest", "quick"),
-    ("quick: putting back, status restoring", HTML, "quick", "canonical.restoring",
-     "at rest", "restoring"),
-    ("restore.yml: archives staged, no volume swapped", HTML, "restore", "restore.staged",
-     "idle, data changed", "restoring"),
+    ("promote: status seeding written", HTML, "promote", "canonical.seeding", "at rest",
+     "seeding"),
     ("quick: status quick written, nothing deployed", HTML, "quick", "canonical.status-set",
      "at rest", "quick"),
     ("quick: reattached at the known-good (first deploy)", HTML, "quick", "deploy.converged",
      "at rest", "quick"),
     ("quick: putting back, undeployed, nothing restored", HTML, "quick",
      "canonical.undeployed", "at rest", "quick"),
-    ("quick: putting back, restored, status not yet idle", HTML, "quick",
-     "canonical.restored", "at rest", "restoring"),
-    ("quick: lock about to be given back", HTML, "quick", "lock.releasing", "at rest", "idle"),
     ("quick restoring before use: one of two volumes swapped", NOTES, "quick",
      "restore.swapped-one", "left dirty", "restoring"),
     ("promote: new snapshot swapped in, canonical not yet seeded", NOTES, "promote",
      "snapshot.swapped", "at rest", "idle"),
-    ("promote: status seeding written", NOTES, "promote", "canonical.seeding", "at rest",
-     "seeding"),
+    ("quick: putting back, status restoring", NOTES, "quick", "canonical.restoring",
+     "at rest", "restoring"),
+    ("restore.yml: archives staged, no volume swapped", NOTES, "restore", "restore.staged",
+     "idle, data changed", "restoring"),
+    ("quick: putting back, restored, status not yet idle", NOTES, "quick",
+     "canonical.restored", "at rest", "restoring"),
+    ("quick: lock about to be given back", NOTES, "quick", "lock.releasing", "at rest", "idle"),
 ]  # fmt: skip
-#: The lanes that run at the same time: two custom-html canonicals (one per state dir and
-#: domain suffix) and the notes canonical beside the first.
-LANES = {"html-1": CASES[0:4], "html-2": CASES[4:9], "notes": CASES[9:]}
+#: The lanes that run at the same time, one per canonical: custom-html and notes in each
+#: of two state dirs (each with its own domain suffix).
+LANES = {"html-1": CASES[0:3], "html-2": CASES[3:6], "notes-1": CASES[6:9],
+         "notes-2": CASES[9:12]}  # fmt: skip
 
 #: The way back of each case (docs/reliability.md): the next quick run, after ...
 RECOVERY = {
@@ -108,8 +109,8 @@ def chosen_lanes(request) -> dict[str, list[tuple]]:
 
 @pytest.fixture(scope="module")
 def beds(examples, examples_root, tmp_path_factory, request):
-    """Two state dirs; three canonicals seeded at once by green cold runs of their latest
-    tags: custom-html and notes in the first, custom-html in the second."""
+    """Two state dirs; in each, custom-html and notes seeded (all four at once) by green
+    cold runs of their latest tags."""
     tmp = tmp_path_factory.mktemp("crashes")
     # cold runs of this module (seeding and promotions) only install: cheaper, still green
     promote = make_catalog(tmp / "catalog-promote", ["install"])
@@ -123,17 +124,17 @@ def beds(examples, examples_root, tmp_path_factory, request):
         plays = [
             (bed, recipe, bed.start("cold.yml", bed.extravars(
                 recipe, examples[recipe]["latest"], run_id(), ccci_catalog_dir=str(promote))))
-            for lane, bed, recipe in (("html-1", made[0], HTML), ("notes", made[0], NOTES),
-                                      ("html-2", made[1], HTML))
+            for lane, bed, recipe in (("html-1", made[0], HTML), ("notes-1", made[0], NOTES),
+                                      ("html-2", made[1], HTML), ("notes-2", made[1], NOTES))
             if lane in chosen_lanes(request)
         ]  # fmt: skip
         for bed, recipe, play in plays:
             assert play.wait() == 0, play.output()[-8000:]
             assert bed.registry(recipe)["status"] == "idle"
-        yield {"html-1": made[0], "html-2": made[1], "notes": made[0]}
+        yield {"html-1": made[0], "notes-1": made[0], "html-2": made[1], "notes-2": made[1]}
     finally:
-        made[0].remove_all()
-        made[1].remove_all((HTML,))
+        for bed in made:
+            bed.remove_all()
 
 
 def dirty(bed: Bed, client, recipe: str) -> None:
