@@ -140,7 +140,7 @@ def _warm_blocks() -> dict[str, str]:
         rows.append(
             [
                 case,
-                f"{plays[kind]} of {recipe}, from {start}; SIGKILL to the play's process group "
+                f"{plays[kind]} of {recipe}, from {start}; SIGKILL to every process of the play "
                 f"at `{point}`: {where}",
                 f"snapshot verifies; `canonical.json` parses, status `{status}`, {digest}; "
                 "the lock names the killed `ansible-playbook` (dead: stale)",

@@ -120,11 +120,53 @@ class Play:
             time.sleep(0.1)
         return int(marker.read_text().strip())
 
+    def processes(self) -> list[int]:
+        """Live processes of this play: those carrying its pause dir in their environment.
+
+        Ansible's workers call ``setsid()``, so they and the modules they run are not in
+        ``ansible-playbook``'s process group; the environment they inherit finds them."""
+        if self.pause_dir is None:
+            return [self.proc.pid] if self.proc.poll() is None else []
+        tag = f"CCCI_PAUSE_DIR={self.pause_dir}".encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    env = handle.read().split(b"\0")
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    state = handle.read().rsplit(b")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if tag in env and state != b"Z":
+                found.append(int(entry))
+        return sorted(found)
+
     def kill(self) -> None:
-        """SIGKILL the whole play: ansible-playbook, its workers and module processes."""
+        """SIGKILL the whole play: ansible-playbook's process group and every other process
+        of the play (the workers in sessions of their own, their modules, docker CLIs).
+        All are stopped first, so none forks or acts between the look and the kill."""
+        stopped: set[int] = set()
+        for _ in range(20):
+            new = set(self.processes()) - stopped
+            if not new:
+                break
+            for pid in new:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            stopped |= new
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.proc.wait(60)
+        for _ in range(50):
+            if not self.processes():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: processes left after the kill: {self.processes()}")
 
     def wait(self, timeout: float = 900) -> int:
         try:
