@@ -104,6 +104,17 @@ def validate_ref(ref: object) -> str:
     return ref
 
 
+def validate_fetch_ref(ref: object) -> str:
+    """A full ref to fetch besides the branches and tags, e.g. a pull request's head
+    ``refs/pull/7/head``: a plain ref name (:func:`validate_ref`) under ``refs/``."""
+    validate_ref(ref)
+    if not ref.startswith("refs/") or ref.count("/") < 2:
+        raise ValidationError(
+            f"fetch ref {ref!r} is invalid: give a full ref such as refs/pull/7/head"
+        )
+    return ref
+
+
 def is_commit(ref: str) -> bool:
     return bool(COMMIT_RE.match(ref))
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     is_commit,
+    validate_fetch_ref,
     validate_recipe,
     validate_ref,
 )
@@ -42,6 +43,8 @@ LOCK_NAME = "ccci-recipe.lock"
 GIT_TIMEOUT = 120
 FETCH_TIMEOUT = 600
 LOCK_TIMEOUT = 900
+# user:password@ in a remote URL, never printed
+_USERINFO_RE = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
 
 
 class RecipeError(RuntimeError):
@@ -144,6 +147,7 @@ class RecipeRepo:
                 stderr=proc.stderr,
             )
         toplevel, self.git_dir = lines
+        self.fetched: list[str] = []  # what fetch() brought: named in a "not found" error
         if os.path.realpath(toplevel) != os.path.realpath(self.path):
             raise RecipeError(
                 f"recipe {recipe!r} has no checkout at {self.path}: it is not a git repository "
@@ -202,26 +206,50 @@ class RecipeRepo:
     def has_origin(self) -> bool:
         return "origin" in self._git("remote").stdout.split()
 
-    def fetch(self, timeout: float = FETCH_TIMEOUT) -> bool:
+    def origin_url(self) -> str:
+        """``origin``'s URL with any user name and password taken out (safe to print)."""
+        url = self._git("remote", "get-url", "origin", check=False).stdout.strip()
+        return _USERINFO_RE.sub(r"\1", url)
+
+    def fetch(self, timeout: float = FETCH_TIMEOUT, extra_ref: str | None = None) -> bool:
         """``git fetch --tags --prune --force origin``; False when there is no ``origin``.
 
-        Serialized per repository by an exclusive ``flock`` so concurrent runs do not race.
+        ``extra_ref`` (a full ref such as ``refs/pull/7/head``, a pull request's head that
+        lives outside the branches, e.g. a fork's) is fetched too, into
+        ``refs/ccci/<ref without refs/>``, so :meth:`resolve` finds its commit. Serialized
+        per repository by an exclusive ``flock`` so concurrent runs do not race.
         """
+        extra = validate_fetch_ref(extra_ref) if extra_ref is not None else None
         if not self.has_origin():
             return False
+        self.fetched = ["branches and tags"]
         with self._locked(exclusive=True):
             proc = self._git(
                 "fetch", "--tags", "--prune", "--force", "origin", timeout=timeout, check=False
             )
+            if proc.returncode == 0 and extra is not None:
+                self.fetched.append(extra)
+                local = "refs/ccci/" + extra.removeprefix("refs/")
+                proc = self._git(
+                    "fetch", "--no-tags", "--force", "origin", "--end-of-options",
+                    f"+{extra}:{local}", timeout=timeout, check=False,
+                )  # fmt: skip
         if proc.returncode != 0:
+            what = f" (asked for {extra})" if extra is not None and extra in self.fetched else ""
             raise RecipeError(
-                f"could not fetch recipe {self.recipe!r} from origin (rc={proc.returncode}): "
-                f"{proc.stderr.strip()}",
+                f"could not fetch recipe {self.recipe!r} from origin {self.origin_url()}"
+                f"{what} (rc={proc.returncode}): {proc.stderr.strip()}",
                 rc=proc.returncode,
                 stdout=proc.stdout,
                 stderr=proc.stderr,
             )
         return True
+
+    def _fetched_note(self) -> str:
+        """What the last :meth:`fetch` brought, and from where (for a "not found")."""
+        if not self.fetched:
+            return "not fetched: the checkout was used as it is"
+        return f"fetched {' and '.join(self.fetched)} from origin {self.origin_url()}"
 
     # --- versions ---------------------------------------------------------------------
 
@@ -295,7 +323,9 @@ class RecipeRepo:
                     rc=proc.returncode,
                     stderr=proc.stderr,
                 )
-        raise RecipeError(f"ref {ref!r} not found in recipe {self.recipe!r}")
+        raise RecipeError(
+            f"ref {ref!r} not found in recipe {self.recipe!r} ({self._fetched_note()})"
+        )
 
     # --- per-run checkout -------------------------------------------------------------
 

@@ -41,6 +41,13 @@ options:
     description: Fetch the checkout's C(origin) (tags included) before resolving.
     type: bool
     default: true
+  fetch_ref:
+    description:
+      - A full ref to fetch too, before resolving, for example V(refs/pull/7/head) - the
+        head of a pull request, which for a fork lives only there. It is kept in the
+        checkout as C(refs/ccci/<ref without refs/>).
+      - Only with O(fetch). A name git could read as an option is refused before git runs.
+    type: str
   upgrade_from:
     description:
       - The version the upgrade stage starts from. V(previous) means the version tag
@@ -129,7 +136,10 @@ stderr:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
+    ValidationError,
+    validate_fetch_ref,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeError, RecipeRepo
 from ansible_collections.coopcloud.ci.plugins.module_utils._version import Version
 
@@ -148,7 +158,10 @@ def previous_version(versions: list[str], version: str | None, commit: str, late
 
 def resolve(params: dict, check_mode: bool) -> dict:
     repo = RecipeRepo(params["recipe_dir_root"], params["recipe"])
-    fetched = False if check_mode or not params["fetch"] else repo.fetch()
+    fetch_ref = params.get("fetch_ref")
+    if fetch_ref is not None:
+        validate_fetch_ref(fetch_ref)
+    fetched = False if check_mode or not params["fetch"] else repo.fetch(extra_ref=fetch_ref)
     resolved = repo.resolve(params["ref"])
     versions = repo.version_tags()
     latest = versions[-1] if versions else None
@@ -184,6 +197,7 @@ def main() -> None:
             "ref": {"type": "str"},
             "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
             "fetch": {"type": "bool", "default": True},
+            "fetch_ref": {"type": "str"},
             "upgrade_from": {"type": "str", "default": "previous"},
         },
         supports_check_mode=True,

@@ -242,6 +242,44 @@ def test_fetch_without_origin_and_with_a_dead_origin(recipes_dir, upstream, tmp_
     assert "gone.git" in info.value.stderr
 
 
+def test_fetch_of_a_pull_request_head_from_a_fork(upstream, tmp_path):
+    """A fork's commit lives on origin only under refs/pull/<n>/head: resolving it fails
+    (naming what was fetched from where) until that ref is fetched too."""
+    fork = tmp_path / "fork"
+    subprocess.run(["git", "clone", "-q", str(upstream["work"]), str(fork)], check=True)
+    head = commit(fork, "fork's change", {"fork.txt": "from a fork\n"})
+    git(fork, "push", "-q", str(upstream["bare"]), f"{head}:refs/pull/1/head")
+    repo = RecipeRepo(str(upstream["recipes_dir"]), "app")
+    git(Path(repo.path), "remote", "set-url", "origin", f"file://ci:s3cret@{upstream['bare']}")
+
+    repo.fetch()
+    with pytest.raises(RecipeError) as info:
+        repo.resolve(head)
+    assert str(info.value) == (
+        f"ref {head!r} not found in recipe 'app' (fetched branches and tags from origin "
+        f"file://{upstream['bare']})"
+    )  # the password in the URL is never printed
+
+    assert repo.fetch(extra_ref="refs/pull/1/head") is True
+    assert repo.resolve(head) == Resolved(head, head, None)
+    assert git(Path(repo.path), "rev-parse", "refs/ccci/pull/1/head") == head
+    repo.fetch()  # a later plain fetch (--prune) keeps the fetched head
+    assert repo.resolve(head[:12]).commit == head
+
+    with pytest.raises(
+        RecipeError, match=r"from origin file://.*origin.git \(asked for refs/pull/9/head\)"
+    ):
+        repo.fetch(extra_ref="refs/pull/9/head")
+    for hostile in (
+        "--upload-pack=touch /tmp/x",
+        "refs/pull/1/head:refs/heads/main",
+        "pull/1/head",
+        "refs/*",
+    ):
+        with pytest.raises(ValidationError):
+            repo.fetch(extra_ref=hostile)
+
+
 def test_fetch_is_serialized_by_a_lock(upstream):
     repo = RecipeRepo(str(upstream["recipes_dir"]), "app")
     lock_path = os.path.join(repo.git_dir, _recipe.LOCK_NAME)
