@@ -1,11 +1,16 @@
 # Copyright: coopcloud.ci developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The filter ``coopcloud.ci.parse_trigger``: a PR comment -> which lane to run (SPEC WC7)."""
+"""The filter ``coopcloud.ci.parse_trigger``: a PR comment -> which lane to run (SPEC WC7).
+
+A thin shell: the rule lives in ``plugins/module_utils/_trigger.py``, which the comment
+bridge uses too.
+"""
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from ansible_collections.coopcloud.ci.plugins.module_utils._trigger import parse_trigger
 
 DOCUMENTATION = r"""
 name: parse_trigger
@@ -64,20 +69,6 @@ _value:
     run: true
     mode: quick
 """
-
-#: ``!testme``, optionally followed by spaces/tabs and ``--quick``; nothing else.
-TRIGGER_RE = re.compile(r"!testme(?P<quick>[ \t]+--quick)?")
-_NO_RUN: dict[str, Any] = {"run": False, "mode": None}
-
-
-def parse_trigger(comment: Any) -> dict[str, Any]:
-    """``{"run": bool, "mode": "cold" | "quick" | None}`` for a PR comment."""
-    if not isinstance(comment, str):
-        return dict(_NO_RUN)
-    match = TRIGGER_RE.fullmatch(comment.strip())
-    if match is None:
-        return dict(_NO_RUN)
-    return {"run": True, "mode": "quick" if match.group("quick") else "cold"}
 
 
 class FilterModule:

@@ -15,6 +15,8 @@ our client:
   an unknown repository or commit answers 404 ``{"message": ...}`` (``render.NotFound``).
   The route needs write access (``acl.CheckWriteAccess`` in ``handler/api/api.go``): a
   missing or wrong token answers 401 ``{"message": "Unauthorized"}``.
+- ``GET /api/repos/{owner}/{name}/builds`` is ``handler/api/repos/builds/list.go``: the
+  repository's builds, newest first, ``per_page`` of them (1..100, else 25), ``page`` from 1.
 - ``GET /api/repos/{owner}/{name}/builds/{number}`` is ``handler/api/repos/builds/find.go``:
   the build (with ``stages``) or 404.
 
@@ -27,6 +29,7 @@ API for tests::
         drone.builds                       # list of dicts, in creation order, with "params"
         drone.set_status(number, "success")
         drone.fail_next(2); drone.down(); drone.up(); drone.exchanges
+        drone.lose_next_answers(1)         # the build is made, the answer is a 502
 
 ``known_commits`` (optional set of shas): when given, a build for another commit answers 404
 as Drone does when the forge does not know the commit.
@@ -51,11 +54,17 @@ class DroneDouble(LoopbackDouble):
         self.token = token
         self.builds: list[dict[str, Any]] = []
         self.known_commits: set[str] | None = None
+        self._lose = 0
         self._repos: dict[str, dict[str, Any]] = {}
 
     def add_repo(self, owner: str, name: str, branch: str = "main") -> None:
         with self.lock:
             self._repos[f"{owner}/{name}"] = {"id": len(self._repos) + 1, "branch": branch}
+
+    def lose_next_answers(self, n: int) -> None:
+        """The next ``n`` builds are created, but the answer is a 500 (a proxy timing out)."""
+        with self.lock:
+            self._lose += n
 
     def builds_for(self, owner: str, name: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -93,7 +102,19 @@ class DroneDouble(LoopbackDouble):
                         return 200, _public(build)
                 return 404, {"message": "Not Found"}
             if number is None and method == "POST":
-                return self._create(full, repo, query)
+                status, answer = self._create(full, repo, query)
+                if status == 200 and self._lose:
+                    self._lose -= 1
+                    return 502, {"message": "Bad Gateway"}
+                return status, answer
+            if number is None and method == "GET":
+                limit = (
+                    int(query.get("per_page") or 0) if query.get("per_page", "").isdigit() else 0
+                )
+                limit = limit if 1 <= limit <= 100 else 25
+                page = int(query["page"]) if query.get("page", "").isdigit() else 1
+                mine = [_public(b) for b in reversed(self.builds) if b["_repo"] == full]
+                return 200, mine[(max(page, 1) - 1) * limit :][:limit]
         return 405, {"message": "Method Not Allowed"}
 
     def _create(self, full: str, repo: dict[str, Any], query: dict[str, str]):

@@ -471,11 +471,11 @@ class ForgeDouble(LoopbackDouble):
         response = MockResponse(data, status_code=exchange.status, content_type="application/json")
         api = gitea_openapi()
         where = f"{exchange.method} {exchange.path} -> {exchange.status}"
+        checks = [("request", lambda: api.validate_request(request))]
+        if not exchange.forced:  # an answer forced by fail_next() is outside the contract
+            checks.append(("answer", lambda: api.validate_response(request, response)))
         with self._validate_lock:
-            for what, call in (
-                ("request", lambda: api.validate_request(request)),
-                ("answer", lambda: api.validate_response(request, response)),
-            ):
+            for what, call in checks:
                 try:
                     call()
                 except Exception as exc:  # openapi-core's errors: all of them are findings

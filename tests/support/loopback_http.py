@@ -35,6 +35,8 @@ class Exchange:
     body: bytes
     status: int = 0
     answer: Any = None
+    #: answered by ``fail_next``, not by the double's model of the service
+    forced: bool = False
     query_list: list[tuple[str, str]] = field(default_factory=list)
 
     def json(self) -> Any:
@@ -56,7 +58,7 @@ class LoopbackDouble:
         self.port = port
         self.lock = threading.RLock()
         self.exchanges: list[Exchange] = []
-        self._fail: list[int] = []
+        self._fail: list[tuple[int, str]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -66,9 +68,10 @@ class LoopbackDouble:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def fail_next(self, n: int, status: int = 503) -> None:
+    def fail_next(self, n: int, status: int = 503, match: str = "") -> None:
+        """The next ``n`` requests whose ``"METHOD /path"`` contains ``match`` answer ``status``."""
         with self.lock:
-            self._fail.extend([status] * n)
+            self._fail.extend([(status, match)] * n)
 
     def requests_to(self, method: str, path_part: str) -> list[Exchange]:
         """The exchanges whose method is ``method`` and whose path contains ``path_part``."""
@@ -121,10 +124,15 @@ class LoopbackDouble:
                     body,
                     query_list=pairs,
                 )
+                forced = None
                 with double.lock:
-                    forced = double._fail.pop(0) if double._fail else None
+                    for i, (_status, match) in enumerate(double._fail):
+                        if match in f"{self.command} {split.path}":
+                            forced = double._fail.pop(i)[0]
+                            break
                 if forced is not None:
                     status, answer = forced, {"message": f"{double.name} told to fail"}
+                    exchange.forced = True
                 else:
                     try:
                         status, answer = double.handle(
