@@ -6,11 +6,12 @@ BIN   := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: help venv host test unit integration molecule lint docs build demo verify bench clean
+.PHONY: help venv host test unit integration molecule lint docs build demo demo-pr verify bench clean
 
 help:
 	@echo "make test    the whole suite (sets up docker, swarm, images, virtualenv)"
 	@echo "make demo    the main job on the bundled example recipe"
+	@echo "make demo-pr a PR comment to a verdict on the PR (!testme, !testme --quick, a fork)"
 	@echo "make verify  prove the whole chain on the real swarm, item by item (WC9)"
 	@echo "make bench   benchmarks (figures go into README.md by hand)"
 	@echo "make lint    ruff and ansible-lint"
@@ -28,8 +29,8 @@ host:
 	scripts/setup-host
 
 lint: venv
-	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci scripts/demo scripts/gen-reference scripts/verify bench/lanes
-	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci scripts/demo scripts/gen-reference scripts/verify bench/lanes
+	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes
+	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes
 	$(BIN)/ansible-lint -q playbooks roles extensions docs/drone.example.yml
 	$(PY) scripts/gen-reference --check
 
@@ -55,6 +56,9 @@ build: venv
 
 demo: venv host
 	$(PY) scripts/demo
+
+demo-pr: venv host
+	$(PY) scripts/demo-pr
 
 verify: venv host
 	$(PY) scripts/verify

@@ -13,8 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-from support.ansible import ROOT
+from support.ansible import ROOT, write_inventory
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import AlertStore
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import Registry
@@ -41,21 +40,7 @@ def test_status_and_alerts_read_the_state_dir_from_the_inventory(tmp_path):
     )
     AlertStore(str(state)).write("rollback", "keycloak", "2.0.0+2", "1.0.0+1", True, "test")
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        yaml.safe_dump(
-            {
-                "all": {
-                    "hosts": {
-                        "localhost": {
-                            "ansible_connection": "local",
-                            "ansible_python_interpreter": sys.executable,
-                        }
-                    },
-                    "vars": {"ccci_state_dir": str(state)},
-                }
-            }
-        )
-    )
+    write_inventory(inventory, {"ccci_state_dir": str(state)}, python=sys.executable)
     dest = tmp_path / "status.json"
     res = play("status.yml", inventory, "-e", "format=json", "-e", f"dest={dest}")
     assert res.returncode == 0, res.stdout + res.stderr

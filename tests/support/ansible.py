@@ -141,3 +141,16 @@ os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
 _bin = os.path.dirname(sys.executable)
 if _bin not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
+
+
+def write_inventory(path: Path, variables: dict[str, Any], python: str | None = None) -> Path:
+    """An inventory of the CI host alone (``localhost``, local connection) with ``variables``
+    for all hosts, as an operator's inventory file would give them."""
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": python or "{{ ansible_playbook_python }}",
+    }
+    path.write_text(
+        yaml.safe_dump({"all": {"hosts": {"localhost": host}, "vars": dict(variables)}})
+    )
+    return path
