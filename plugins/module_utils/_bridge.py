@@ -169,7 +169,9 @@ def _read_env_file(path: str) -> dict[str, str]:
         if not sep or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key.strip()):
             raise ConfigError(f"{path}:{number}: expected KEY=value")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        if len(value) >= 2 and value[0] == value[-1] == '"':  # as the role writes it
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        elif len(value) >= 2 and value[0] == value[-1] == "'":
             value = value[1:-1]
         values[key.strip()] = value
     return values
