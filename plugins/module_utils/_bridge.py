@@ -77,6 +77,8 @@ ENV_PREFIX = "CCCI_BRIDGE_"
 REQUIRED = ("SECRET", "FORGE_URL", "FORGE_TOKEN", "DRONE_URL", "DRONE_TOKEN")
 #: How many of Drone's newest builds are searched for a build whose answer was lost.
 RECENT_BUILDS = 50
+#: Deliveries of the same comment wait for each other; others mostly do not.
+LOCK_STRIPES = 64
 
 
 class ConfigError(ValueError):
@@ -203,7 +205,7 @@ class Outcome:
 
 
 class Bridge:
-    """Handles one webhook delivery at a time per comment (thread-safe across comments)."""
+    """Handles deliveries in threads; those of one comment one at a time."""
 
     def __init__(
         self,
@@ -227,8 +229,8 @@ class Bridge:
         )
         self._comments_dir = Path(config.state_dir) / "comments"
         self._comments_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
+        # One lock per comment, striped so the set stays bounded however long it runs.
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
     def close(self) -> None:
         self._forge.close()
@@ -338,8 +340,7 @@ class Bridge:
         return Outcome(200, "built", "", fields)
 
     def _lock_for(self, key: str) -> threading.Lock:
-        with self._locks_lock:
-            return self._locks.setdefault(key, threading.Lock())
+        return self._locks[int(hashlib.sha256(key.encode()).hexdigest(), 16) % LOCK_STRIPES]
 
     # -- the forge -----------------------------------------------------------------------
     def _permission(self, owner: str, name: str, login: str) -> str:
