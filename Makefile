@@ -29,8 +29,8 @@ host:
 	scripts/setup-host
 
 lint: venv
-	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes
-	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes
+	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge
+	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge
 	$(BIN)/ansible-lint -q playbooks roles extensions docs/drone.example.yml
 	$(PY) scripts/gen-reference --check
 
@@ -66,6 +66,7 @@ verify: venv host
 bench: venv host
 	$(PY) bench/snapshot
 	$(PY) bench/lanes
+	$(PY) bench/bridge
 
 clean:
 	rm -rf .build .pytest_cache .ruff_cache

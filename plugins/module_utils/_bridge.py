@@ -20,9 +20,10 @@ PRIVATE to the collection: no compatibility promises.
 
 Exactly once. The progress of each comment (the forge's comment id, which every delivery
 of it carries, redeliveries and the forge's "Replay" included) is kept in
-``<state_dir>/comments/<repo>--<id>.json``, written atomically after each step. A
-delivery of a comment already handled does nothing again; one whose build was created but
-whose reply failed only posts the reply. Before Drone is asked a second time for the same
+``<state_dir>/comments/<repo>--<id>.json``, written atomically (fsync) before Drone is
+asked, once the build is known, and when done. A delivery of a comment already handled
+does nothing again; one whose build was created but whose reply failed only posts the
+reply. Before Drone is asked a second time for the same
 comment (a retry after a timeout, a restart), its recent builds are searched for the
 parameter ``CCCI_COMMENT=<id>``, so a build whose answer was lost is found, not doubled.
 
@@ -76,6 +77,8 @@ ENV_PREFIX = "CCCI_BRIDGE_"
 REQUIRED = ("SECRET", "FORGE_URL", "FORGE_TOKEN", "DRONE_URL", "DRONE_TOKEN")
 #: How many of Drone's newest builds are searched for a build whose answer was lost.
 RECENT_BUILDS = 50
+#: Deliveries of the same comment wait for each other; others mostly do not.
+LOCK_STRIPES = 64
 
 
 class ConfigError(ValueError):
@@ -169,7 +172,9 @@ def _read_env_file(path: str) -> dict[str, str]:
         if not sep or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key.strip()):
             raise ConfigError(f"{path}:{number}: expected KEY=value")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        if len(value) >= 2 and value[0] == value[-1] == '"':  # as the role writes it
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        elif len(value) >= 2 and value[0] == value[-1] == "'":
             value = value[1:-1]
         values[key.strip()] = value
     return values
@@ -200,7 +205,7 @@ class Outcome:
 
 
 class Bridge:
-    """Handles one webhook delivery at a time per comment (thread-safe across comments)."""
+    """Handles deliveries in threads; those of one comment one at a time."""
 
     def __init__(
         self,
@@ -224,8 +229,8 @@ class Bridge:
         )
         self._comments_dir = Path(config.state_dir) / "comments"
         self._comments_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
+        # One lock per comment, striped so the set stays bounded however long it runs.
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
     def close(self) -> None:
         self._forge.close()
@@ -299,9 +304,7 @@ class Bridge:
             "pr": number,
             "comment": comment_id,
             "user": login,
-            "deliveries": 0,
         }
-        record["deliveries"] += 1
         if record.get("done"):
             return Outcome(200, "duplicate", f"already {record['decision']}", fields)
 
@@ -309,37 +312,35 @@ class Bridge:
             record.update(changes, updated=utc_now())
             write_json(str(path), record, mode=0o600)
 
-        save()
+        # Written to disk: before Drone is asked, once the build is known, and when done
+        # (the reply is the last step, so "replied" and "done" are one write).
         if not trigger["run"]:
             first = text.strip().splitlines()[0][:60]
-            self._reply(owner, name, number, record, save, _near_miss_reply(login, first))
-            save(decision="near-miss", done=True)
+            reply = self._reply(owner, name, number, _near_miss_reply(login, first))
+            save(decision="near-miss", done=True, reply_id=reply)
             return Outcome(200, "near-miss", "replied with what is accepted", fields)
         mode = trigger["mode"]
         fields["lane"] = mode
-        if not record.get("authorized"):
+        build = record.get("build")
+        if build is None:
             allowed = login in self.config.allow
             level = "allow-list" if allowed else self._permission(owner, name, login)
             if not allowed and level not in WRITERS:
-                self._reply(owner, name, number, record, save, _refusal_reply(login, level))
-                save(decision="refused", done=True)
+                reply = self._reply(owner, name, number, _refusal_reply(login, level))
+                save(decision="refused", done=True, reply_id=reply)
                 return Outcome(200, "refused", f"{login} has {level} access", fields)
-            save(authorized=True)
-        build = record.get("build")
-        if build is None:
             head = self._head(owner, name, number)
             if head["state"] != "open":
                 save(decision="ignored", done=True)
                 return Outcome(200, "ignored", "pull request not open", fields)
             build = self._build(owner, name, number, comment_id, login, mode, head, record, save)
         fields["build"] = build["number"]
-        self._reply(owner, name, number, record, save, _build_reply(mode, build))
-        save(decision="built", done=True)
+        reply = self._reply(owner, name, number, _build_reply(mode, build))
+        save(decision="built", done=True, reply_id=reply)
         return Outcome(200, "built", "", fields)
 
     def _lock_for(self, key: str) -> threading.Lock:
-        with self._locks_lock:
-            return self._locks.setdefault(key, threading.Lock())
+        return self._locks[int(hashlib.sha256(key.encode()).hexdigest(), 16) % LOCK_STRIPES]
 
     # -- the forge -----------------------------------------------------------------------
     def _permission(self, owner: str, name: str, login: str) -> str:
@@ -368,16 +369,15 @@ class Bridge:
             "state": "open" if pull.get("state") == "open" and not pull.get("merged") else "closed",
         }
 
-    def _reply(self, owner, name, number, record, save, body: str) -> None:
-        if record.get("replied"):
-            return
+    def _reply(self, owner: str, name: str, number: int, body: str) -> int | None:
+        """Post ``body`` on the pull request; the new comment's id."""
         url = f"/repos/{_q(owner)}/{_q(name)}/issues/{number}/comments"
         response = self._call(
             "forge", self._forge, "POST", url, json={"body": f"{body}\n\n{MARKER}"}
         )
         if response.status_code != 201:
             raise Refused("forge", "the reply", response)
-        save(replied=True, reply_id=response.json().get("id"))
+        return response.json().get("id")
 
     # -- Drone ---------------------------------------------------------------------------
     def _build(self, owner, name, number, comment_id, login, mode, head, record, save):

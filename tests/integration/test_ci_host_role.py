@@ -101,3 +101,28 @@ def test_secrets_file_is_private_and_never_printed(tmp_path):
     path.write_text("CCCI_KEYCLOAK_ADMIN_PASSWORD=set-by-hand\n")
     assert converge(tmp_path, _vars(tmp_path), name="without-env").changed == 0
     assert path.read_text() == "CCCI_KEYCLOAK_ADMIN_PASSWORD=set-by-hand\n"
+
+
+def test_the_bridge_unit_comes_and_goes_with_ccci_bridge_enabled(tmp_path):
+    token = "T0ken-" + os.urandom(4).hex()
+    bridge = {
+        "ccci_bridge_enabled": True,
+        "ccci_bridge_forge_url": "https://git.example.org",
+        "ccci_bridge_drone_url": "https://drone.example.org",
+        "ccci_bridge_secret": "s",
+        "ccci_bridge_forge_token": token,
+        "ccci_bridge_drone_token": "d",
+        "ccci_bridge_config_file": str(tmp_path / "etc" / "ccci" / "bridge.env"),
+    }
+    on = converge(tmp_path, _vars(tmp_path, **bridge), name="bridge-on")
+    assert on.rc == 0, on.stdout
+    unit = tmp_path / "units" / "ccci-bridge.service"
+    assert unit.read_text().startswith("# Managed by coopcloud.ci.ci_host")
+    assert token not in on.stdout + on.stderr and token not in unit.read_text()
+    missing = converge(tmp_path, _vars(tmp_path, **{**bridge, "ccci_bridge_drone_token": ""}))
+    assert missing.rc != 0 and "ccci_bridge_drone_token" in missing.stdout
+    assert token not in missing.stdout + missing.stderr
+    off = converge(tmp_path, _vars(tmp_path), name="bridge-off")
+    assert off.rc == 0, off.stdout
+    assert not unit.exists()
+    assert len(_tree(tmp_path / "units")) == 10

@@ -16,6 +16,13 @@ from support.bridge_process import BridgeProcess
 from support.drone_double import DroneDouble
 from support.forge_double import Delivery, ForgeDouble
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._bridge import (
+    BridgeConfig,
+    ConfigError,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._bridge import main as bridge_main
+from ansible_collections.coopcloud.ci.plugins.module_utils._trigger import is_near_miss
+
 SECRET = "webhook-s3cret"
 FORGE_TOKEN = "forge-t0ken-xyz"
 DRONE_TOKEN = "drone-t0ken-xyz"
@@ -279,3 +286,48 @@ def test_health_and_settings(forge, drone, bridge, tmp_path):
     assert httpx.get(bridge.hook_url).status_code == 405
     too_big = httpx.post(bridge.hook_url, content=b"x" * (2 << 20))
     assert too_big.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("text", "near"),
+    [
+        ("!testme --quik", True),
+        ("!testme quick", True),
+        ("  !TESTME\n", True),
+        ("!testme\n--quick", True),
+        ("!testme", False),
+        ("!testme --quick", False),
+        ("please !testme", False),
+        ("LGTM", False),
+        (None, False),
+    ],
+)
+def test_the_near_miss_rule(text, near):
+    assert is_near_miss(text) is near
+
+
+def test_settings_from_a_file_and_the_environment(tmp_path, capsys):
+    path = tmp_path / "bridge.env"
+    path.write_text(
+        "# the role writes this file\n"
+        'CCCI_BRIDGE_SECRET="a\\"b\\$c"\n'
+        "CCCI_BRIDGE_FORGE_URL=https://git.example.org/\n"
+        "CCCI_BRIDGE_FORGE_TOKEN='ft'\n"
+        "CCCI_BRIDGE_DRONE_URL=https://drone.example.org\n"
+        "CCCI_BRIDGE_DRONE_TOKEN=from-file\n"
+        "CCCI_BRIDGE_ALLOW=carol, dave\n"
+    )
+    config = BridgeConfig.load({"CCCI_BRIDGE_DRONE_TOKEN": "env-wins"}, str(path))
+    assert (config.secret, config.forge_token, config.drone_token) == ('a"b$c', "ft", "env-wins")
+    assert config.forge_url == "https://git.example.org" and config.allow == {"carol", "dave"}
+    assert "env-wins" not in repr(config) and "ft" not in repr(config)
+    assert bridge_main(["--check", "--config", str(path)], env={}) == 0
+    assert bridge_main(["--check"], env={"CCCI_BRIDGE_SECRET": "s3cr3t"}) == 2
+    err = capsys.readouterr().err
+    assert "CCCI_BRIDGE_FORGE_URL" in err and "s3cr3t" not in err
+    path.write_text("CCCI_BRIDGE_SECRET\n")
+    with pytest.raises(ConfigError, match=r"bridge.env:1: expected KEY=value"):
+        BridgeConfig.load({}, str(path))
+    env = {f"CCCI_BRIDGE_{k}": "x" for k in ("SECRET", "FORGE_URL", "FORGE_TOKEN", "DRONE_URL")}
+    with pytest.raises(ConfigError, match="LISTEN must be HOST:PORT"):
+        BridgeConfig.load({**env, "CCCI_BRIDGE_DRONE_TOKEN": "x", "CCCI_BRIDGE_LISTEN": "8089"})

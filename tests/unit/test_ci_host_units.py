@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 from support.ci_host import CCCI, ROOT, converge, verify_units
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._bridge import BridgeConfig
+
+BRIDGE_SECRET = "bridge-S3cret-" + "9f3a"
+
 
 def _units(unit_dir: Path) -> dict[str, configparser.ConfigParser]:
     out = {}
@@ -36,19 +40,51 @@ def default_units(tmp_path_factory):
             "ccci_systemd_reload": False,
             "ccci_environment_file": str(tmp / "etc" / "env"),
             "ccci_warm_infra": {"keycloak": {}, "traefik": {}},
+            "ccci_bridge_enabled": True,
+            "ccci_bridge_forge_url": "https://git.example.org",
+            "ccci_bridge_drone_url": "https://drone.example.org",
+            "ccci_bridge_secret": BRIDGE_SECRET,
+            "ccci_bridge_forge_token": "forge-tok",
+            "ccci_bridge_drone_token": 'drone"tok$`\\',
+            "ccci_bridge_allow": ["carol", "dave"],
+            "ccci_bridge_config_file": str(tmp / "etc" / "bridge.env"),
         },
     )
     assert result.rc == 0, result.stdout + result.stderr
+    assert BRIDGE_SECRET not in result.stdout + result.stderr
     return tmp
 
 
 def test_default_set_of_units(default_units):
     names = sorted(p.name for p in (default_units / "units").iterdir())
     assert names == [
-        f"ccci-{n}.{kind}"
-        for n in ("alerts", "reap", "reconcile-keycloak", "reconcile-traefik", "sweep")
-        for kind in ("service", "timer")
+        "ccci-alerts.service",
+        "ccci-alerts.timer",
+        "ccci-bridge.service",
+        *(
+            f"ccci-{n}.{kind}"
+            for n in ("reap", "reconcile-keycloak", "reconcile-traefik", "sweep")
+            for kind in ("service", "timer")
+        ),
     ]
+
+
+def test_the_bridge_service_and_its_private_settings(default_units):
+    service = _units(default_units / "units")["ccci-bridge.service"]
+    config = default_units / "etc" / "bridge.env"
+    argv = shlex.split(service["Service"]["ExecStart"])
+    assert argv == [sys.executable, str(CCCI), "bridge", "--config", str(config)]
+    assert service["Service"]["Restart"] == "on-failure"
+    assert service["Service"]["ReadWritePaths"] == f'"{default_units}/state/bridge"'
+    assert service["Install"]["WantedBy"] == "multi-user.target"
+    assert "EnvironmentFile" not in service["Service"]  # secrets stay out of the environment
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert (default_units / "state" / "bridge").stat().st_mode & 0o777 == 0o700
+    # The bridge reads back exactly what the role wrote, odd characters included.
+    loaded = BridgeConfig.load({}, str(config))
+    assert (loaded.secret, loaded.drone_token) == (BRIDGE_SECRET, 'drone"tok$`\\')
+    assert (loaded.forge_url, loaded.allow) == ("https://git.example.org", {"carol", "dave"})
+    assert loaded.state_dir == str(default_units / "state" / "bridge")
 
 
 def test_services_run_the_plays_through_ccci(default_units):
