@@ -91,7 +91,10 @@ class ForgeClient:
         self.api = base if base.endswith("/api/v1") else f"{base}/api/v1"
         self.repo = validate_repo(repo)
         if not isinstance(token, str) or not token.strip() or any(c.isspace() for c in token):
-            raise ValidationError("forge token is missing or holds white space")
+            raise ValidationError(
+                "forge token is missing or holds white space: give the token, or set "
+                "CCCI_FORGE_TOKEN in the environment (the Drone secret forge_token)"
+            )
         self._http = httpx.Client(
             timeout=timeout,
             verify=validate_certs,

@@ -44,9 +44,9 @@ options:
   token:
     description:
       - An API token allowed to write commit statuses and comments on O(repo).
-      - Read from the environment variable E(CCCI_FORGE_TOKEN) when not given.
+      - Read from the environment variable E(CCCI_FORGE_TOKEN) when not given; the task
+        fails, saying so, when neither is set.
     type: str
-    required: true
   repo:
     description: The repository on the forge, C(owner/name).
     type: str
@@ -140,7 +140,6 @@ def main() -> None:
             "url": {"type": "str", "required": True},
             "token": {
                 "type": "str",
-                "required": True,
                 "no_log": True,
                 "fallback": (env_fallback, ["CCCI_FORGE_TOKEN"]),
             },

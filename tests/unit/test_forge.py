@@ -170,5 +170,10 @@ def test_module_check_real_token_from_env_and_forge_down(forge, capsys, monkeypa
     assert rc == 0 and down["changed"] is False and len(down["errors"]) == 2
     assert TOKEN not in json.dumps([checked, real, down])
 
+    monkeypatch.delenv("CCCI_FORGE_TOKEN")
+    rc, missing = run(args, capsys)
+    assert rc == 1 and missing["msg"].startswith("forge token is missing")
+    assert "CCCI_FORGE_TOKEN" in missing["msg"]
+    monkeypatch.setenv("CCCI_FORGE_TOKEN", TOKEN)
     rc, bad = run({**args, "commit": "abc1234"}, capsys)
     assert rc == 1 and bad["msg"] == "commit 'abc1234' is invalid: give the full 40-hex commit id"
