@@ -126,6 +126,13 @@ def _discard(workdir: str, created: bool) -> None:
                 os.unlink(entry.path)
 
 
+# Where a missing checkout comes from, said with the error.
+CHECKOUT_HINT = (
+    "fetch it first (abra recipe fetch {recipe}, or git clone the recipe's repository "
+    "into {recipes_dir}/{recipe}); see docs/guide/first-recipe.md"
+)
+
+
 class RecipeRepo:
     """The shared checkout ``<recipes_dir>/<recipe>``; read-only except for :meth:`fetch`."""
 
@@ -134,7 +141,8 @@ class RecipeRepo:
         self.recipes_dir = os.path.abspath(os.path.expanduser(recipes_dir))
         self.path = os.path.join(self.recipes_dir, recipe)
         if not os.path.isdir(self.path):
-            raise RecipeError(f"recipe {recipe!r} has no checkout at {self.path}")
+            hint = CHECKOUT_HINT.format(recipe=recipe, recipes_dir=self.recipes_dir)
+            raise RecipeError(f"recipe {recipe!r} has no checkout at {self.path}: {hint}")
         proc = _run_git(
             ["rev-parse", "--show-toplevel", "--absolute-git-dir"], self.path, check=False
         )

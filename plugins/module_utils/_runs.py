@@ -588,6 +588,30 @@ def junit_xml(record: RunRecord | Mapping) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def verdict_line(record: RunRecord | Mapping) -> str | None:
+    """The one line a CI log ends with, once the run is finished: ``COLD VERDICT: PASS - ...``.
+
+    ``<MODE> VERDICT: <verdict> - <recipe> at <version or ref> (<commit>) on <domain>;
+    stages <name> <result>, ...``; None while the run is still going.
+    """
+    data = _data(record)
+    if data.get("status") != "finished":
+        return None
+    commit = str(data.get("commit") or "")[:12]
+    at = data.get("version") or data.get("ref") or commit or "latest"
+    line = f"{str(data.get('mode') or 'cold').upper()} VERDICT: {data.get('verdict')} - "
+    line += f"{data.get('recipe')} at {at}"
+    if commit and commit != at:
+        line += f" ({commit})"
+    if data.get("domain"):
+        line += f" on {data['domain']}"
+    stages = ", ".join(f"{name} {data['stages'][name]}" for name in _order(data))
+    line += f"; stages {stages or 'none'}"
+    if data.get("mode") == "quick":
+        line += " (lower confidence, never gates merge)"
+    return line
+
+
 def summary_lines(record: RunRecord | Mapping) -> list[str]:
     """A short human summary: what ran, how (mode, confidence), each stage, verdict, timings."""
     data = _data(record)

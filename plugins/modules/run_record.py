@@ -239,6 +239,13 @@ summary:
     - "  upgrade  pass    41s"
     - "verdict: PASS"
     - "time: 90s total, 61.2s docker"
+verdict_line:
+  description:
+    - The line a CI log ends with, once finished - C(COLD VERDICT:) (or C(QUICK VERDICT:))
+      followed by the verdict, recipe, version, commit, domain and each stage's result.
+  returned: when O(state=finished)
+  type: str
+  sample: "COLD VERDICT: PASS - custom-html at 1.1.0+1.29 (0123456789ab) on c-a1b2c3.ci.example.org; stages install pass, upgrade skip"
 path:
   description: The record file.
   returned: always
@@ -269,6 +276,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
     parse_time,
     record_path,
     summary_lines,
+    verdict_line,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     StateError,
@@ -437,6 +445,8 @@ def main() -> None:
     result.update(
         changed=changed, record=after, verdict=after["verdict"], summary=summary_lines(after)
     )
+    if state == "finished":
+        result["verdict_line"] = verdict_line(after)
 
     if state == "finished" and p["junit"]:
         xml = junit_xml(after).encode()

@@ -111,7 +111,7 @@ def test_restore_brings_back_the_known_good_bytes_and_status_shows_it(
     # status.yml shows it, as a table and as one JSON document
     res = play("status.yml", tmp_path, common)
     assert res.rc == 0, dump(res)
-    table = res.task("Print the status table")["msg"].splitlines()
+    table = res.task("Print the status table")["msg"]  # a list of lines
     row = next(line for line in table if line.startswith(f"{RECIPE} "))
     cells = row.split()
     assert cells[:5] == [RECIPE, "yes", latest, registry["commit"][:12], "idle"]

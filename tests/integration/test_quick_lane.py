@@ -402,3 +402,22 @@ def test_quick_runs_of_one_recipe_never_overlap_and_of_two_recipes_do(
 
     assert_left_at_rest(before_html, at_rest_proof(docker_client, warm, HTML, html["volumes"]))
     assert_left_at_rest(before_notes, at_rest_proof(docker_client, warm, NOTES, notes["volumes"]))
+
+
+def test_quick_pass_log_with_the_ci_log_callback(warm, examples, monkeypatch):
+    """Drone's log (ANSIBLE_STDOUT_CALLBACK=coopcloud.ci.ci_log, through ansible-runner as
+    bin/ccci runs it): one line per step, the stages as recorded, the verdict line last."""
+    html = examples[HTML]
+    monkeypatch.setenv("ANSIBLE_STDOUT_CALLBACK", "coopcloud.ci.ci_log")
+    rid = run_id()
+    res = play("quick.yml", extravars(warm, HTML, html["previous"], rid), warm["tmp"])
+    assert res.rc == 0, dump(res)
+    lines = res.stdout.rstrip("\n").splitlines()
+    assert len(lines) <= 40, res.stdout
+    assert lines[-1].startswith("QUICK VERDICT: PASS - custom-html at"), res.stdout
+    assert lines[-2] == f"record: {warm['state_dir']}/runs/{rid}.json"
+    assert res.stdout.count("QUICK VERDICT") == 1
+    for stage, result in (("upgrade", "pass"), ("serving", "pass"), ("overlay", "skip")):
+        assert any(line.strip().startswith(f"stage {stage}: {result}") for line in lines)
+    assert "TASK [" not in res.stdout and "PLAY RECAP" not in res.stdout
+    assert "skipping" not in res.stdout

@@ -106,6 +106,8 @@ def test_services_run_the_plays_through_ccci(default_units):
         assert service["EnvironmentFile"] == f"-{default_units}/etc/env"
         assert service["WorkingDirectory"] == str(ROOT)
         assert service["SyslogIdentifier"] == unit
+        text = (default_units / "units" / f"{unit}.service").read_text()
+        assert 'Environment="ANSIBLE_STDOUT_CALLBACK=coopcloud.ci.ci_log"' in text
     sweep = units["ccci-sweep.service"]["Service"]
     assert sweep["Nice"] == "10" and sweep["TimeoutStartSec"] == "8h"
     assert "Nice" not in units["ccci-alerts.service"]["Service"]

@@ -18,6 +18,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
     scrub,
     scrub_text,
     summary_lines,
+    verdict_line,
     verdict_of,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateError
@@ -485,3 +486,21 @@ def test_records_never_hold_secrets(state_dir):
 def test_canonical_must_be_an_object(state_dir):
     with pytest.raises(RunError, match="canonical_before must be an object"):
         started(state_dir, canonical_before="idle")
+
+
+def test_verdict_line_names_mode_verdict_version_commit_domain_and_stages(state_dir):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    rec = started(state_dir, version="1.1.0+1.29", commit=commit, domain="cust-a1b2c3.ci.example")
+    rec.stage("install", "pass", finished_at="2026-11-26T10:00:30Z")
+    rec.stage("overlay", "skip", "no overlays")
+    assert verdict_line(rec) is None  # still running
+    rec.finish()
+    assert verdict_line(rec) == (
+        "COLD VERDICT: PASS - custom-html at 1.1.0+1.29 (0123456789ab) on "
+        "cust-a1b2c3.ci.example; stages install pass, overlay skip"
+    )
+    quick = started(state_dir, run_id="d4e5f6", mode="quick")
+    quick.finish(error="the canonical could not be reattached")
+    line = verdict_line(quick)
+    assert line.startswith("QUICK VERDICT: ERROR - custom-html at 1.1.0+1.29; stages none")
+    assert line.endswith("(lower confidence, never gates merge)")
