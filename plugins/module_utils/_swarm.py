@@ -493,8 +493,9 @@ def deployed_version(state: StackState) -> str | None:
     """The recipe version the stack runs, from its services' labels.
 
     Looks for, in order: the new form ``coop-cloud.<stack>.version`` (on ``app`` first,
-    then any service), the old per-service form ``coop-cloud.<stack>.<service>.version``
-    (``<tag>-<digest8>``: the digest suffix is dropped), then the driver's own
+    then any service), the old per-service form ``coop-cloud.<stack>.app.version``
+    (``<tag>-<digest8>``: the digest suffix is dropped; on other services the old form
+    carries their image's tag, not the recipe's), then the driver's own
     ``coop-cloud.ccci.version``. Empty labels are skipped.
     """
     new_key = f"coop-cloud.{state.stack}.version"
@@ -504,6 +505,8 @@ def deployed_version(state: StackState) -> str | None:
         if value:
             return value
     for svc in services:
+        if svc.short_name != "app":  # other services' old labels carry their image's tag
+            continue
         value = (svc.labels.get(f"coop-cloud.{state.stack}.{svc.short_name}.version") or "").strip()
         if value:
             return _OLD_VERSION_SUFFIX.sub("", value)
