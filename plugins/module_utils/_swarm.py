@@ -443,7 +443,17 @@ def converged(state: StackState, since: datetime.datetime | None = None) -> tupl
         if rejected:
             return False, f"service {svc.name}: {_task_line(rejected[-1])}"
         if svc.update_state in UPDATING_STATES:
-            return False, f"service {svc.name}: update {svc.update_state} ({svc.update_message})"
+            # quote the scheduler when a new task cannot start (e.g. "host-mode port
+            # already in use on 1 node"): "update in progress" alone does not say why
+            stuck = [
+                t
+                for t in _latest_per_slot(svc)
+                if t.current and not t.running and t.desired_state == "running" and t.error
+            ]
+            detail = f"; {_task_line(stuck[0])}" if stuck else ""
+            return False, (
+                f"service {svc.name}: update {svc.update_state} ({svc.update_message}){detail}"
+            )
         if svc.update_state in BROKEN_UPDATE_STATES and (
             since is None or (svc.update_started_at or _MIN) >= since
         ):
