@@ -29,6 +29,7 @@ def _vars(tmp: Path, **extra) -> dict:
         "ccci_systemd_reload": False,
         "ccci_environment_file": str(tmp / "etc" / "ccci" / "env"),
         "ccci_warm_infra": {"keycloak": {}, "traefik": {}},
+        "ccci_proxy_network": "",  # test_proxy_network covers it on the shared engine
     }
     base.update(extra)
     return base
@@ -101,3 +102,25 @@ def test_secrets_file_is_private_and_never_printed(tmp_path):
     path.write_text("CCCI_KEYCLOAK_ADMIN_PASSWORD=set-by-hand\n")
     assert converge(tmp_path, _vars(tmp_path), name="without-env").changed == 0
     assert path.read_text() == "CCCI_KEYCLOAK_ADMIN_PASSWORD=set-by-hand\n"
+
+
+def test_proxy_network_is_created_overlay_and_attachable(tmp_path):
+    import subprocess
+    import uuid
+
+    name = f"ccci-proxy-{uuid.uuid4().hex[:8]}"
+    inspect = ["docker", "network", "inspect", "--format", "{{.Driver}} {{.Attachable}}", name]
+    try:
+        settings = _vars(tmp_path, ccci_proxy_network=name)
+        check = converge(tmp_path, settings, check=True, name="check")
+        assert check.rc == 0, check.stdout + check.stderr
+        assert subprocess.run(inspect, capture_output=True).returncode != 0  # check: none
+        first = converge(tmp_path, settings, name="first")
+        assert first.rc == 0, first.stdout + first.stderr
+        assert first.changed == check.changed  # check mode predicted the network too
+        seen = subprocess.run(inspect, capture_output=True, text=True, check=True)
+        assert seen.stdout.split() == ["overlay", "true"]
+        again = converge(tmp_path, settings, name="again")
+        assert again.rc == 0 and again.changed == 0, again.stdout
+    finally:
+        subprocess.run(["docker", "network", "rm", name], capture_output=True)
