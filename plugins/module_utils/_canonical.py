@@ -41,6 +41,7 @@ from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
 from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import build_app_env
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
     ENV_LABEL,
@@ -103,7 +104,7 @@ P_SEED_RESTORED = _faults.register(
 )
 
 
-class CanonicalError(RuntimeError):
+class CanonicalError(CcciError, RuntimeError):
     """A canonical operation cannot go on. The message is one sentence for the user."""
 
 
