@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     stack_name,
@@ -41,7 +42,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
 )
 
 
-class AppEnvError(ValueError):
+class AppEnvError(CcciError, ValueError):
     """The app env or the recipe files it names are unusable. The message is for the user."""
 
 

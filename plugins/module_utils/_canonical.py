@@ -41,6 +41,7 @@ from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
 from ansible_collections.coopcloud.ci.plugins.module_utils._app import apply_deploy, plan_deploy
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
     Driver,
@@ -97,7 +98,7 @@ P_SEED_RESTORED = _faults.register(
 )
 
 
-class CanonicalError(RuntimeError):
+class CanonicalError(CcciError, RuntimeError):
     """A canonical operation cannot go on. The message is one sentence for the user."""
 
 

@@ -26,6 +26,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     is_commit,
     validate_recipe,
@@ -44,15 +45,12 @@ FETCH_TIMEOUT = 600
 LOCK_TIMEOUT = 900
 
 
-class RecipeError(RuntimeError):
+class RecipeError(CcciError, RuntimeError):
     """A recipe repository or ref is unusable. The message is one sentence for the user;
     ``rc``, ``stdout`` and ``stderr`` carry git's evidence when git failed."""
 
     def __init__(self, message: str, rc: int | None = None, stdout: str = "", stderr: str = ""):
-        super().__init__(message)
-        self.rc = rc
-        self.stdout = stdout
-        self.stderr = stderr
+        super().__init__(message, rc=rc, stdout=stdout, stderr=stderr)
 
 
 @dataclass(frozen=True)
