@@ -36,6 +36,7 @@ author:
   - coopcloud.ci developers
 extends_documentation_fragment:
   - coopcloud.ci.attributes
+  - coopcloud.ci.common.DRIVER
 options:
   state:
     description:
@@ -125,14 +126,6 @@ options:
       - Existing secrets are never changed.
     type: dict
     default: {}
-  driver:
-    description:
-      - V(stack) deploys with C(docker stack deploy) (the embedded default).
-      - V(abra) runs the equivalent C(abra app deploy -C -c) command lines; C(abra) must
-        be installed.
-    type: str
-    choices: [stack, abra]
-    default: stack
   recipes_dir:
     description:
       - The folder holding one git checkout per recipe.
@@ -370,16 +363,17 @@ diff:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._app import RecipeApp
-from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import AppEnvError
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    driver_spec,
+    recipe_spec,
+    run_module,
+    wait_timeout_spec,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
     get_driver,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    ValidationError,
-    validate_recipe,
-)
-from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeError
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_recipe
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import SwarmError
 
 
@@ -388,7 +382,7 @@ def main() -> None:
         argument_spec={
             "state": {"type": "str", "default": "deployed",
                       "choices": ["deployed", "undeployed", "absent"]},
-            "recipe": {"type": "str"},
+            **recipe_spec(required=False),
             "domain": {"type": "str", "required": True},
             "ref": {"type": "str"},
             "version": {"type": "str"},
@@ -401,48 +395,39 @@ def main() -> None:
                 "port": {"type": "int", "required": True},
                 "published": {"type": "int"},
             }},
-            "driver": {"type": "str", "default": "stack", "choices": ["stack", "abra"]},
+            **driver_spec(),
             "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
             "fetch": {"type": "bool", "default": True},
             "work_dir": {"type": "path"},
-            "wait_timeout": {"type": "int", "default": DEFAULT_DEPLOY_TIMEOUT},
+            **wait_timeout_spec(DEFAULT_DEPLOY_TIMEOUT),
         },
         mutually_exclusive=[("ref", "version")],
         required_if=[("state", "deployed", ("recipe",))],
         supports_check_mode=True,
     )  # fmt: skip
-    if module.params["state"] == "deployed" and not module.params["recipe"]:
+    params = module.params
+    if params["state"] == "deployed" and not params["recipe"]:
         # required_if does not fire when state is left to its default
         module.fail_json(msg="state is deployed but all of the following are missing: recipe")
-    app = None
-    try:
-        if module.params["recipe"] is not None:
-            validate_recipe(module.params["recipe"])
-        app = RecipeApp(
-            module.params,
-            check_mode=module.check_mode,
-            diff=module._diff,
-            driver=get_driver(module.params["driver"]),
-        )
-        result = app.run()
-    except (ValidationError, AppEnvError) as exc:
-        module.fail_json(msg=str(exc))
-    except RecipeError as exc:
-        evidence = {
-            k: getattr(exc, k)
-            for k in ("rc", "stdout", "stderr")
-            if getattr(exc, k, None) is not None
-        }
-        module.fail_json(msg=str(exc), **evidence)
-    except SwarmError as exc:
-        partial = dict(app.result) if app else {}
-        partial.pop("changed", None)
-        module.fail_json(
-            msg=f"app {module.params['domain']}: {exc.message}",
-            changed=bool(exc.cmd),
-            **{**partial, **exc.evidence()},
-        )
-    module.exit_json(**result)
+    seen: dict = {}
+
+    def work() -> dict:
+        if params["recipe"] is not None:
+            validate_recipe(params["recipe"])
+        app = seen["app"] = RecipeApp(
+            params, check_mode=module.check_mode, diff=module._diff,
+            driver=get_driver(params["driver"]),
+        )  # fmt: skip
+        try:
+            return app.run()
+        except SwarmError as exc:
+            # a swarm failure names the app, and returns what the task did before it
+            seen["partial"] = {**app.result, "changed": bool(exc.cmd) or app.result["changed"]}
+            exc.message = f"app {params['domain']}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
+
+    run_module(module, work, on_failure=lambda: seen.get("partial", {}))
 
 
 if __name__ == "__main__":
