@@ -361,3 +361,34 @@ def test_free_host_port_is_bindable():
     port = drv.free_host_port()
     with socket.socket() as sock:
         sock.bind(("0.0.0.0", port))
+
+
+def test_host_ports_update_stop_first_and_a_failed_deploy_names_its_secrets(tmp_path):
+    (tmp_path / "compose.yml").write_text(
+        "version: '3.8'\n"
+        "services:\n"
+        "  app: {image: x, deploy: {update_config: {order: start-first}}}\n"
+        "  proxy:\n"
+        "    image: y\n"
+        "    ports: [{target: 80, published: 80, mode: host}]\n"
+        "    deploy: {update_config: {order: start-first}}\n"
+        "  worker: {image: z, deploy: {update_config: {order: start-first}}}\n"
+    )
+    runner = Recorder([(1, "", "secret not found: s_smtp_v1\n")])
+    client = FakeClient()
+    driver = StackDriver(client=client, runner=runner)
+    with pytest.raises(DriverError) as err:
+        driver.deploy(
+            "s", str(tmp_path), ["compose.yml"], {}, secrets={"s_db_v1": "x"},
+            version="v1.0.3", commit="abc", publish={"service": "app", "port": 80, "published": 8080},
+        )  # fmt: skip
+    assert err.value.secrets_created == ["s_db_v1"]  # the teardown needs them
+    assert err.value.rc == 1 and "secret not found" in err.value.stderr
+    overlay = yaml.safe_load((tmp_path / "compose.ccci-labels.yml").read_text())["services"]
+    # both services with a host-mode port go stop-first; the others keep start-first
+    assert overlay["app"]["deploy"]["update_config"] == {"order": "stop-first"}
+    assert overlay["proxy"]["deploy"]["update_config"] == {"order": "stop-first"}
+    assert "update_config" not in overlay["worker"]["deploy"]
+    # the version deployed overwrites the recipe's label on app only
+    assert overlay["app"]["deploy"]["labels"]["coop-cloud.s.version"] == "v1.0.3"
+    assert "coop-cloud.s.version" not in overlay["worker"]["deploy"]["labels"]

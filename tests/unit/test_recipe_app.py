@@ -211,6 +211,17 @@ def test_deploy_failure_carries_evidence(run, driver):
     assert (out["rc"], out["stdout"], out["cmd"][-1]) == (0, "Creating service\n", STACK)
     assert out["resolved"]["ref"] == "broken" and len(out["resolved"]["commit"]) == 40
     assert out["changed"] is True
+    assert out["secrets_created"] == []
+
+
+def test_a_failed_deploy_reports_the_secrets_it_created(run, driver, examples):
+    # the teardown removes what a failed deploy left: it needs the names
+    driver.fail = DriverError(f"stack {STACK} failed to deploy: secret not found")
+    driver.fail.secrets_created = [f"{STACK}_db_password_v1"]
+    notes_dir = str(Path(examples["notes"]["path"]).parent)
+    out = run(recipe="notes", recipes_dir=notes_dir)
+    assert out["failed"] is True and out["changed"] is True
+    assert out["secrets_created"] == [f"{STACK}_db_password_v1"]
 
 
 def test_undeployed_and_absent(run, driver):
