@@ -261,7 +261,12 @@ services:
       replicas_desired: 1
       update_state: null
 version:
-  description: The recipe version the app runs after the task (read from its labels), or V(null).
+  description:
+    - The recipe version the app runs after the task, or V(null).
+    - It is the version tag deployed, which the driver writes over the recipe's own
+      C(coop-cloud.<stack>.version) label as abra does (a recipe tagged V(v1.0.3) may
+      carry V(1.0.3+1.0.3)). A deploy of a ref that is no version tag reports the
+      recipe's label.
   returned: always
   type: str
   sample: 1.1.0+1.29
@@ -297,7 +302,10 @@ published_port:
   type: int
   sample: 31234
 secrets_created:
-  description: Names (never values) of the swarm secrets created by this task.
+  description:
+    - Names (never values) of the swarm secrets created by this task, also when the
+      deploy then failed (a teardown removes them).
+    - The secrets are those the active compose files declare, named as abra names them.
   returned: when O(state=deployed)
   type: list
   elements: str
