@@ -198,5 +198,7 @@ class AbraDriver(Driver):
                 self.remove_argv(domain), env=self._env(stack), what=f"abra app remove of {domain}"
             )
         removed = self.remove_labelled(stack, timeout)
-        shutil.rmtree(home, ignore_errors=True)
-        return {"changed": True, "removed": {**undeployed["removed"], **removed, "abra_dir": home}}
+        if os.path.exists(home):
+            shutil.rmtree(home, ignore_errors=True)
+            removed["abra_dir"] = [home]
+        return {"changed": True, "removed": {**undeployed["removed"], **removed}}
