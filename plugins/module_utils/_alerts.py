@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     StateError,
     fsync_dir,
@@ -49,7 +50,7 @@ TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CORE_KEYS = ("kind", "target", "attempted", "last_good", "recovered", "notes", "at")
 
 
-class AlertError(RuntimeError):
+class AlertError(CcciError, RuntimeError):
     """An alert cannot be written, read, archived or delivered. The message says which."""
 
 

@@ -32,7 +32,9 @@ import secrets as _secrets
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     stack_name,
@@ -40,7 +42,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
 )
 
 
-class AppEnvError(ValueError):
+class AppEnvError(CcciError, ValueError):
     """The app env or the recipe files it names are unusable. The message is for the user."""
 
 
@@ -104,6 +106,12 @@ def _expand_plain(text: str, lookup: Lookup, where: str) -> str:
             out.append(text[i])
             i += 1
     return "".join(out)
+
+
+def interpolate(text: str, env: Mapping[str, str], where: str = "compose") -> str:
+    """Compose interpolation of ``text`` with ``env``: ``$VAR``, ``${VAR}``, ``${VAR:-x}``,
+    ``${VAR-x}``; ``$$`` is a literal ``$``."""
+    return "$".join(_expand_plain(part, env.get, where) for part in str(text).split("$$"))
 
 
 def _scan_value(rest: str, lookup: Lookup | None, where: str) -> tuple[str, str]:
@@ -263,6 +271,7 @@ class SecretSpec:
     length: int = DEFAULT_LENGTH
     charset: str = DEFAULT_CHARSET
     generate: bool = True
+    remote: str | None = None  # the swarm name a compose file gives it, when it does
 
     @property
     def env_key(self) -> str:
@@ -278,8 +287,15 @@ def _parse_modifiers(comment: str) -> dict[str, str]:
     return mods
 
 
-def _secret_spec(key: str, version: str, comment: str, where: str) -> SecretSpec:
-    name = _SECRET_KEY_RE.match(key)["name"].lower()
+def _secret_spec(
+    key: str,
+    version: str,
+    comment: str,
+    where: str,
+    name: str | None = None,
+    remote: str | None = None,
+) -> SecretSpec:
+    name = name or _SECRET_KEY_RE.match(key)["name"].lower()
     mods = _parse_modifiers(comment)
     length = DEFAULT_LENGTH
     if "length" in mods:
@@ -293,7 +309,69 @@ def _secret_spec(key: str, version: str, comment: str, where: str) -> SecretSpec
             + ", ".join(sorted(CHARSETS))
         )
     generate = mods.get("generate", "true").lower() not in ("false", "no", "0")
-    return SecretSpec(name=name, version=version, length=length, charset=charset, generate=generate)
+    return SecretSpec(
+        name=name, version=version, length=length, charset=charset, generate=generate,
+        remote=remote,
+    )  # fmt: skip
+
+
+def _sample_comments(env_sample_text: str) -> dict[str, tuple[str, str]]:
+    """``{SECRET_<NAME>_VERSION: (comment, where)}`` of every line of ``.env.sample``,
+    commented lines included (they carry the modifiers of secrets an overlay enables)."""
+    found: dict[str, tuple[str, str]] = {}
+    for lineno, raw in enumerate(env_sample_text.splitlines(), 1):
+        line = raw.strip()
+        commented = line.startswith("#")
+        match = _ASSIGN_RE.match(line.lstrip("#").strip())
+        if not match or not _SECRET_KEY_RE.match(match["key"]):
+            continue
+        try:
+            _, comment = _scan_value(match["rest"], None, f".env.sample line {lineno}")
+        except AppEnvError:
+            continue
+        if match["key"] not in found or not commented:
+            found[match["key"]] = (comment, f".env.sample line {lineno}")
+    return found
+
+
+def compose_secrets(
+    compose_docs: Iterable[Mapping[str, Any]],
+    env: Mapping[str, str],
+    env_sample_text: str = "",
+) -> list[SecretSpec] | None:
+    """The swarm secrets the active compose files declare, as abra takes them
+    (abra ``pkg/secret`` ``ReadSecretsConfig``): every top-level ``secrets:`` entry of the
+    merged files (a later file overrides the same key) that is not created from a
+    ``file:``; its swarm name is its ``name:`` interpolated with the app env (version
+    defaults such as ``${SECRET_X_VERSION:-v1}`` apply), its version what follows the
+    last ``_``; modifiers come from the ``SECRET_<KEY>_VERSION`` line of ``.env.sample``,
+    commented or not. ``None`` when no compose file declares a secret."""
+    merged: dict[str, Any] = {}
+    for doc in compose_docs:
+        for key, spec in ((doc or {}).get("secrets") or {}).items():
+            merged[str(key)] = spec or {}
+    if not merged:
+        return None
+    comments = _sample_comments(env_sample_text)
+    specs = []
+    for key, spec in merged.items():
+        if not isinstance(spec, Mapping) or spec.get("file"):
+            continue
+        where = f"compose secret {key!r}"
+        remote = interpolate(spec.get("name") or key, env, where).strip()
+        if not remote or remote.endswith("_") or "_" not in remote:
+            raise AppEnvError(
+                f"{where} has no version: its name {spec.get('name') or key!r} gives "
+                f"{remote!r}; set its version variable in the app env (e.g. "
+                f"SECRET_{key.upper()}_VERSION=v1)"
+            )
+        env_key = f"SECRET_{key.upper()}_VERSION"
+        comment, where = comments.get(env_key, ("", where))
+        version = remote.rsplit("_", 1)[1]
+        if remote == f"{env.get('STACK_NAME')}_{key}_{version}":
+            remote = None  # the usual name: nothing to remember
+        specs.append(_secret_spec(env_key, version, comment, where, name=key, remote=remote))
+    return specs
 
 
 def parse_secrets(env_sample_text: str, env: Mapping[str, str] | None = None) -> list[SecretSpec]:
@@ -347,8 +425,9 @@ def generate_secret(spec: SecretSpec) -> str:
 
 
 def secret_name(stack: str, spec: SecretSpec) -> str:
-    """The swarm secret ``<stack>_<name>_<version>`` (Docker allows 64 characters)."""
-    name = f"{stack}_{spec.name}_{spec.version}"
+    """The swarm secret: the name its compose file gives it, else
+    ``<stack>_<name>_<version>`` (Docker allows 64 characters)."""
+    name = spec.remote or f"{stack}_{spec.name}_{spec.version}"
     if not _DOCKER_NAME_RE.match(name):
         raise ValidationError(
             f"secret name {name!r} is invalid: Docker names use letters, digits, '_', '.', '-'"
@@ -428,6 +507,23 @@ def compose_files_from(env: Mapping[str, str], checkout_dir: str) -> list[str]:
     return seen
 
 
+def load_compose(checkout_dir: str, compose_files: Iterable[str]) -> list[dict[str, Any]]:
+    """The compose files as parsed YAML, in order."""
+    import yaml
+
+    docs = []
+    for rel in compose_files:
+        try:
+            with open(os.path.join(checkout_dir, rel), encoding="utf-8") as handle:
+                doc = yaml.safe_load(handle) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise AppEnvError(f"compose file {rel} of the recipe cannot be read: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise AppEnvError(f"compose file {rel} of the recipe is not a mapping")
+        docs.append(doc)
+    return docs
+
+
 @dataclass(frozen=True)
 class VersionLabel:
     """A ``coop-cloud.<stack>[.<service>].version`` label found in compose or on a service."""
@@ -463,21 +559,31 @@ def _stack_key_re(stack: str | None) -> re.Pattern:
 
 
 def version_from_labels(
-    labels, stack: str | None = None, service: str | None = None
+    labels,
+    stack: str | None = None,
+    service: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> VersionLabel | None:
     """The non-empty version label among one service's ``labels`` (list or mapping).
 
     Matches keys written with ``${STACK_NAME}`` (compose as committed) or with ``stack``
-    (interpolated, as on a deployed service). The new form wins over the old.
+    (interpolated, as on a deployed service); with ``env`` the value is interpolated
+    (``${COOP_CLOUD_VERSION:-latest}``). The new form wins over the old; the old
+    per-service form counts only on the ``app`` service: on other services it carries
+    their image's tag (``coop-cloud.${STACK_NAME}.db.version=8.0``), not the recipe's.
     """
     key_re = _stack_key_re(stack)
     found: list[VersionLabel] = []
     for key, value in _label_items(labels):
         match = key_re.match(key.strip())
         value = value.strip().strip("\"'")
+        if env is not None and "$" in value:
+            value = interpolate(value, env, f"label {key.strip()}").strip()
         if not match or not value:
             continue
         form = "old" if match["service"] else "new"
+        if form == "old" and (match["service"] != "app" or (service and service != "app")):
+            continue
         version, digest = value, None
         if form == "old":
             old = _OLD_DIGEST_RE.match(value)
@@ -488,7 +594,9 @@ def version_from_labels(
     return found[0] if found else None
 
 
-def version_label(compose, stack: str | None = None) -> VersionLabel | None:
+def version_label(
+    compose, stack: str | None = None, env: Mapping[str, str] | None = None
+) -> VersionLabel | None:
     """The deployed-version label in parsed compose YAML (one dict or a list, later wins).
 
     Looks at ``deploy.labels`` (and service ``labels``) of every service: the new form on
@@ -508,7 +616,7 @@ def version_label(compose, stack: str | None = None) -> VersionLabel | None:
     candidates = []
     for name, labels in per_service.items():
         merged = dict(labels)  # later files override the same key
-        label = version_from_labels(merged, stack, service=name)
+        label = version_from_labels(merged, stack, service=name, env=env)
         if label:
             candidates.append(label)
     if not candidates:
@@ -599,8 +707,12 @@ def build_app_env(
     type_value = env.get("TYPE") or env.get("RECIPE")
     if type_value:
         recipe = type_value.partition(":")[0] or None
-    # secrets: modifiers from the sample, versions from the final env (caller, abra.sh)
-    specs = parse_secrets(sample, {k: v for k, v in env.items() if _SECRET_KEY_RE.match(k)})
+    compose_files = compose_files_from(env, checkout_dir)
+    # secrets: those the active compose files declare (as abra takes them); a recipe
+    # whose compose files declare none falls back to the active lines of .env.sample
+    specs = compose_secrets(load_compose(checkout_dir, compose_files), env, sample)
+    if specs is None:
+        specs = parse_secrets(sample, {k: v for k, v in env.items() if _SECRET_KEY_RE.match(k)})
     for spec in specs:
         secret_name(stack, spec)  # fail early: a name Docker would refuse
     return AppEnv(
@@ -608,7 +720,7 @@ def build_app_env(
         domain=domain,
         stack=stack,
         env=env,
-        compose_files=compose_files_from(env, checkout_dir),
+        compose_files=compose_files,
         secrets=specs,
         recipe=recipe,
         abra_exports=exports,

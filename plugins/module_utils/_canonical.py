@@ -40,15 +40,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
-from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import build_app_env
+from ansible_collections.coopcloud.ci.plugins.module_utils._app import apply_deploy, plan_deploy
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
-    ENV_LABEL,
     Driver,
-    check_publish,
-    compose_services,
-    env_digest,
-    free_host_port,
     get_driver,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
@@ -73,7 +69,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateError
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
-    converged,
     deployed_commit,
     deployed_version,
 )
@@ -103,7 +98,7 @@ P_SEED_RESTORED = _faults.register(
 )
 
 
-class CanonicalError(RuntimeError):
+class CanonicalError(CcciError, RuntimeError):
     """A canonical operation cannot go on. The message is one sentence for the user."""
 
 
@@ -383,17 +378,11 @@ class Canonical:
         tmp = tempfile.mkdtemp(prefix=f"ccci-warm-{self.recipe}-")
         try:
             checkout = repo.checkout(commit, os.path.join(tmp, "checkout"))
-            app = build_app_env(checkout, domain, dict(env or {}))
-            existing = {s.name for s in self.driver.client.secrets.list()}
-            secrets = app.secret_values(dict(secrets or {}), existing)
-            state = self.driver.state(stack)
-            settled = self._publish(stack, checkout, app.compose_files, publish)
-            digest = env_digest(app.env, app.compose_files, settled, constraints)
-            same = (
-                deployed_commit(state) == commit
-                and all(s.labels.get(ENV_LABEL) == digest for s in state.services)
-                and converged(state)[0]
-            )
+            plan = plan_deploy(
+                self.driver, checkout, domain, commit, env,
+                secrets=secrets, publish=publish, constraints=constraints,
+            )  # fmt: skip
+            state, settled, same = plan.state, plan.publish, plan.same
             result: dict[str, Any] = {
                 "changed": status_changes or not same,
                 "deploy": not same,
@@ -415,25 +404,13 @@ class Canonical:
                     diff={"before": summary(registry), "after": summary(after)},
                 )
                 if not same:
-                    result["secrets_created"] = sorted(secrets)
+                    result["secrets_created"] = plan.secrets_to_create
                 return result
             # the status first: a crash while deploying leaves it saying what ran
             self._set_status(purpose, run_id)
             _faults.checkpoint(P_STATUS_SET)
             if not same:
-                out = self.driver.deploy(
-                    stack,
-                    checkout,
-                    app.compose_files,
-                    app.env,
-                    secrets,
-                    version=version,
-                    commit=commit,
-                    timeout=self.wait_timeout,
-                    labels={ENV_LABEL: digest},
-                    publish=settled,
-                    constraints=constraints,
-                )
+                out = apply_deploy(self.driver, plan, version, self.wait_timeout)
                 self.actions.append(f"deployed {stack} at {version}")
                 result.update(secrets_created=out["secrets_created"], elapsed=out["elapsed"])
             state = self.driver.state(stack)
@@ -449,27 +426,6 @@ class Canonical:
             return result
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-    def _publish(
-        self,
-        stack: str,
-        checkout: str,
-        compose_files: list[str],
-        asked: Mapping[str, Any] | None,
-    ) -> dict[str, Any] | None:
-        """``publish`` with its host port settled: given, else the one the service publishes
-        now, else a free one (as ``recipe_app`` does)."""
-        if not asked:
-            return None
-        services, _ = compose_services(checkout, compose_files)
-        publish = {"service": asked["service"], "port": asked["port"], "published": 1}
-        check_publish(publish, services, stack)
-        published = asked.get("published") or self.driver.published_port(
-            stack, asked["service"], asked["port"]
-        )
-        publish["published"] = published or free_host_port()
-        check_publish(publish, services, stack)
-        return publish
 
     def idle(self, run_id: str, *, restore: bool = True, check: bool = False) -> dict[str, Any]:
         """Undeploy (volumes kept); with ``restore`` make the volumes the known-good again.

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_recipe,
@@ -59,7 +60,7 @@ _HEALTH_KEYS = ("path", "status", "body", "timeout", "interval")
 _OVERLAY_KEYS = ("file", "env")
 
 
-class CatalogError(ValueError):
+class CatalogError(CcciError, ValueError):
     """A catalog entry is missing or invalid. The message names the file and the key."""
 
 

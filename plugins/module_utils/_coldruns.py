@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import list_locks, process_alive
 from ansible_collections.coopcloud.ci.plugins.module_utils._runs import list_runs
 
@@ -56,7 +57,7 @@ DEFAULT_GRACE_HOURS = 6.0
 DEFAULT_REMOVE_TIMEOUT = 120.0
 
 
-class ColdRunError(RuntimeError):
+class ColdRunError(CcciError, RuntimeError):
     """A cold run cannot be removed. The message names the run and the object."""
 
 

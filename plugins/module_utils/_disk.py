@@ -50,6 +50,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._coldruns import (
     parse_docker_time,
     remove_cold_run,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 
 STEPS = ("images", "containers", "build-cache", "cold-runs")
 #: What an uncompressed POSIX tar adds per entry (header, pax header, padding) and per archive.
@@ -62,7 +63,7 @@ DAY = datetime.timedelta(hours=24)
 Runner = Callable[..., subprocess.CompletedProcess]
 
 
-class DiskError(RuntimeError):
+class DiskError(CcciError, RuntimeError):
     """The disk cannot be measured or pruned. The message names the path or object."""
 
 

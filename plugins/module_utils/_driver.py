@@ -9,9 +9,9 @@ One interface (:class:`Driver`), two implementations:
   (compose interpolation reads it), secrets created through the Docker SDK, then our own
   convergence wait (:func:`._swarm.wait_converged`) that fails fast with the task's own
   error text.
-- :class:`AbraDriver`, the same operations as the exact ``abra`` command lines (chaos
-  deploy without abra's converge checks, then the same wait). abra cannot be installed
-  on the CI test machines: it is tested on its argv.
+- :class:`._abra.AbraDriver`, the same operations as the exact ``abra`` command lines
+  (chaos deploy without abra's converge checks, then the same wait). abra cannot be
+  installed on the CI test machines: it is tested on its argv and with a stand-in.
 
 Both label every service they deploy with ``coop-cloud.ccci.commit`` (and
 ``coop-cloud.ccci.version``) through a small generated compose overlay, so the deployed
@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -108,12 +107,17 @@ def _default_client():
     return docker.from_env()
 
 
-def compose_services(workdir: str, compose_files: Sequence[str]) -> tuple[list[str], str]:
-    """Service names of the compose files (merged) and the file format version to use."""
+def compose_facts(workdir: str, compose_files: Sequence[str]) -> dict[str, Any]:
+    """What the driver's overlay needs of the merged compose files: ``services`` (names,
+    in order), ``version`` (the file format to use), ``start_first`` (services whose
+    ``deploy.update_config.order`` is ``start-first``, the later file winning) and
+    ``host_ports`` (services publishing a port in ``host`` mode)."""
     import yaml
 
     services: list[str] = []
     version = ""
+    order: dict[str, str] = {}
+    host_ports: set[str] = set()
     for rel in compose_files:
         path = os.path.join(workdir, rel)
         try:
@@ -126,10 +130,28 @@ def compose_services(workdir: str, compose_files: Sequence[str]) -> tuple[list[s
         if not isinstance(doc, dict):
             raise DriverError(f"compose file {rel} is not a mapping")
         version = version or str(doc.get("version") or "")
-        for name in doc.get("services") or {}:
+        for name, spec in (doc.get("services") or {}).items():
             if name not in services:
                 services.append(name)
-    return services, version or "3.8"
+            spec = spec if isinstance(spec, dict) else {}
+            update = (spec.get("deploy") or {}).get("update_config") or {}
+            if isinstance(update, dict) and update.get("order"):
+                order[name] = str(update["order"])
+            for port in spec.get("ports") or []:
+                if isinstance(port, dict) and port.get("mode") == "host":
+                    host_ports.add(name)
+    return {
+        "services": services,
+        "version": version or "3.8",
+        "start_first": {name for name, value in order.items() if value == "start-first"},
+        "host_ports": host_ports,
+    }
+
+
+def compose_services(workdir: str, compose_files: Sequence[str]) -> tuple[list[str], str]:
+    """Service names of the compose files (merged) and the file format version to use."""
+    facts = compose_facts(workdir, compose_files)
+    return facts["services"], facts["version"]
 
 
 def port_entry(port: int, published: int) -> dict[str, Any]:
@@ -158,21 +180,38 @@ def labels_overlay(
     labels: Mapping[str, str],
     publish: Mapping[str, Any] | None = None,
     constraints: Sequence[str] | None = None,
+    *,
+    app_labels: Mapping[str, str] | None = None,
+    stop_first: Sequence[str] = (),
 ) -> str:
     """The overlay that adds ``labels`` to the deploy labels of every service and, with
     ``publish`` ({service, port, published}), publishes that port of that service on the
     host in host mode; ``constraints`` (e.g. ``node.id == <id>``) are added to every
-    service's placement constraints (``docker stack deploy`` appends them to the recipe's)."""
+    service's placement constraints (``docker stack deploy`` appends them to the recipe's).
+
+    ``app_labels`` go to the ``app`` service only (to every service when there is no
+    ``app``), as abra puts the version it deploys there. Services in ``stop_first``
+    update ``stop-first``: a task publishing a host-mode port cannot start beside the one
+    it replaces on the same node (the scheduler keeps it pending with "host-mode port
+    already in use"), so a recipe's ``start-first`` would deadlock every upgrade."""
     import yaml
 
-    escaped = {k: str(v).replace("$", "$$") for k, v in labels.items()}
+    def escape(values: Mapping[str, str]) -> dict[str, str]:
+        return {k: str(v).replace("$", "$$") for k, v in values.items()}
+
+    common, on_app = escape(labels), escape(app_labels or {})
     doc: dict[str, Any] = {"version": version, "services": {}}
     for name in services:
         spec: dict[str, Any] = {}
-        if escaped:
-            spec["deploy"] = {"labels": dict(escaped)}
+        mine = dict(common)
+        if on_app and (name == "app" or "app" not in services):
+            mine.update(on_app)
+        if mine:
+            spec["deploy"] = {"labels": mine}
         if constraints:
             spec.setdefault("deploy", {})["placement"] = {"constraints": list(constraints)}
+        if name in stop_first:
+            spec.setdefault("deploy", {})["update_config"] = {"order": "stop-first"}
         if publish and publish["service"] == name:
             spec["ports"] = [port_entry(publish["port"], publish["published"])]
         if spec:
@@ -356,13 +395,68 @@ class Driver:
             labels[VERSION_LABEL] = version
         if not labels and not publish and not constraints:
             return None
-        services, fmt = compose_services(workdir, compose_files)
+        facts = compose_facts(workdir, compose_files)
+        services = facts["services"]
         if publish:
             check_publish(publish, services, stack)
+        # the version deployed overwrites the recipe's own label, as abra does
+        app_labels = {f"coop-cloud.{stack}.version": version} if version and stack else {}
+        hosted = set(facts["host_ports"]) | ({publish["service"]} if publish else set())
+        stop_first = sorted(hosted & facts["start_first"])
         path = os.path.join(workdir, LABELS_OVERLAY)
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(labels_overlay(services, fmt, labels, publish, constraints))
+            handle.write(
+                labels_overlay(
+                    services,
+                    facts["version"],
+                    labels,
+                    publish,
+                    constraints,
+                    app_labels=app_labels,
+                    stop_first=stop_first,
+                )
+            )
         return LABELS_OVERLAY
+
+    def deploy_and_wait(
+        self,
+        stack: str,
+        cmd: list[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        created: list[str],
+        timeout: float,
+        what: str,
+    ) -> dict[str, Any]:
+        """Run the deploy command ``cmd``, wait until the stack converged, and return the
+        deploy result every driver gives. A :class:`DriverError` carries the command's
+        evidence, the failed tasks and ``secrets_created``."""
+        since = utc_now()
+        start = time.monotonic()
+        try:
+            proc = self.run(cmd, cwd=cwd, env=env, what=what)
+            try:
+                waited = self.wait_converged(stack, timeout, since)
+            except DriverError as exc:
+                exc.cmd, exc.rc = cmd, proc.returncode
+                exc.stdout, exc.stderr = proc.stdout, proc.stderr
+                raise
+        except DriverError as exc:
+            exc.secrets_created = list(created)
+            raise
+        _faults.checkpoint(P_CONVERGED)
+        return {
+            "changed": True,
+            "cmd": cmd,
+            "rc": proc.returncode,
+            "stdout": proc.stdout,
+            "stderr": proc.stderr,
+            "secrets_created": created,
+            "elapsed": round(time.monotonic() - start, 3),
+            "attempts": waited.attempts,
+            "status": status_of(waited.last),
+        }
 
     def wait_converged(self, stack: str, timeout: float, since) -> WaitResult:
         try:
@@ -476,7 +570,6 @@ class StackDriver(Driver):
         files = list(compose_files)
         if not files:
             raise DriverError(f"stack {stack} has no compose files to deploy")
-        created = self.ensure_secrets(stack, secrets)
         overlay = self.write_labels_overlay(
             workdir,
             files,
@@ -489,28 +582,12 @@ class StackDriver(Driver):
         )
         if overlay:
             files.append(overlay)
-        cmd = self.deploy_argv(stack, files)
+        created = self.ensure_secrets(stack, secrets)
         proc_env = {**os.environ, **{k: str(v) for k, v in env.items()}}
-        since = utc_now()
-        start = time.monotonic()
-        proc = self.run(cmd, cwd=workdir, env=proc_env, what=f"docker stack deploy of {stack}")
-        try:
-            waited = self.wait_converged(stack, timeout, since)
-        except DriverError as exc:
-            exc.cmd, exc.rc, exc.stdout, exc.stderr = cmd, proc.returncode, proc.stdout, proc.stderr
-            raise
-        _faults.checkpoint(P_CONVERGED)
-        return {
-            "changed": True,
-            "cmd": cmd,
-            "rc": proc.returncode,
-            "stdout": proc.stdout,
-            "stderr": proc.stderr,
-            "secrets_created": created,
-            "elapsed": round(time.monotonic() - start, 3),
-            "attempts": waited.attempts,
-            "status": status_of(waited.last),
-        }
+        return self.deploy_and_wait(
+            stack, self.deploy_argv(stack, files), cwd=workdir, env=proc_env, created=created,
+            timeout=timeout, what=f"docker stack deploy of {stack}",
+        )  # fmt: skip
 
     def undeploy(self, stack, timeout=DEFAULT_REMOVE_TIMEOUT):
         state = read_stack(self.client, stack)
@@ -566,177 +643,14 @@ class StackDriver(Driver):
         return {"changed": changed, "removed": {**undeployed["removed"], **removed}}
 
 
-class AbraDriver(Driver):
-    """The same operations through ``abra`` (https://docs.coopcloud.tech/abra/).
-
-    Flags assumed from abra's documented CLI (abra 0.9/0.10), as the research behind
-    STYLE.md and the issue name them; abra could not be installed here to check its
-    ``--help``. Flags always come before the positional arguments (abra's older CLI
-    stops parsing flags at the first argument):
-
-    - ``abra app deploy -C -c -f -n <domain>``: ``--chaos`` (deploy the checked-out
-      recipe as is, our per-run commit), ``--no-converge-checks`` (abra's monitor fails
-      while a new image sits in its health-check start period; we wait ourselves),
-      ``--force`` (redeploy when already deployed), ``--no-input``.
-    - ``abra app undeploy -n <domain>``; ``abra app remove -f -n <domain>`` (volumes,
-      secrets and the env file); ``abra app new -n -s <server> -D <domain> <recipe> [<version>]``.
-
-    A chaos deploy ships whatever is checked out at ``$ABRA_DIR/recipes/<recipe>``, so
-    ``deploy`` points ``ABRA_DIR`` at a per-run directory whose ``recipes/<recipe>`` is
-    the per-run checkout (concurrent runs must not share one checkout) and whose
-    ``servers/<server>/<domain>.env`` is the app env. Secrets are created through the
-    Docker SDK under the names abra gives them (``<stack>_<name>_<version>``): ``abra
-    app secret insert`` would put their values on a command line.
-    """
-
-    name = "abra"
-
-    def __init__(
-        self,
-        client=None,
-        runner: Runner | None = None,
-        abra: str = "abra",
-        server: str = "default",
-        abra_dir: str | None = None,
-        interval: float = 1.0,
-    ) -> None:
-        super().__init__(client, runner, interval)
-        self.abra = abra
-        self.server = server
-        self.abra_dir = abra_dir
-
-    @staticmethod
-    def domain_of(stack: str, env: Mapping[str, str] | None = None) -> str:
-        if env and env.get("DOMAIN"):
-            return env["DOMAIN"]
-        return stack.replace("_", ".")
-
-    def deploy_argv(self, domain: str) -> list[str]:
-        return [self.abra, "app", "deploy", "-C", "-c", "-f", "-n", domain]
-
-    def undeploy_argv(self, domain: str) -> list[str]:
-        return [self.abra, "app", "undeploy", "-n", domain]
-
-    def remove_argv(self, domain: str) -> list[str]:
-        return [self.abra, "app", "remove", "-f", "-n", domain]
-
-    def new_argv(self, recipe: str, domain: str, version: str | None = None) -> list[str]:
-        argv = [self.abra, "app", "new", "-n", "-s", self.server, "-D", domain, recipe]
-        return [*argv, version] if version else argv
-
-    @staticmethod
-    def env_file_text(recipe: str, env: Mapping[str, str], version: str | None) -> str:
-        lines = [f"TYPE={recipe}:{version}" if version else f"TYPE={recipe}"]
-        for key in sorted(env):
-            if key in ("TYPE", "RECIPE"):
-                continue
-            value = str(env[key]).replace("\\", "\\\\").replace('"', '\\"')
-            lines.append(f'{key}="{value}"')
-        return "\n".join(lines) + "\n"
-
-    def prepare_abra_dir(
-        self, stack: str, workdir: str, env: Mapping[str, str], version: str | None
-    ) -> str:
-        """A per-run ``ABRA_DIR``: ``recipes/<recipe>`` -> the checkout, plus the env file."""
-        recipe = (env.get("TYPE") or env.get("RECIPE") or "").split(":", 1)[0]
-        if not recipe:
-            raise DriverError(f"the app env of stack {stack} names no recipe (TYPE=)")
-        root = self.abra_dir or tempfile.mkdtemp(prefix=f"ccci-abra-{stack}-")
-        os.makedirs(os.path.join(root, "recipes"), exist_ok=True)
-        link = os.path.join(root, "recipes", recipe)
-        if os.path.islink(link):
-            os.unlink(link)
-        if not os.path.exists(link):
-            os.symlink(os.path.abspath(workdir), link)
-        servers = os.path.join(root, "servers", self.server)
-        os.makedirs(servers, exist_ok=True)
-        with open(
-            os.path.join(servers, f"{self.domain_of(stack, env)}.env"), "w", encoding="utf-8"
-        ) as handle:
-            handle.write(self.env_file_text(recipe, env, version))
-        self.abra_dir = root
-        return root
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        if self.abra_dir:
-            env["ABRA_DIR"] = self.abra_dir
-        return env
-
-    def deploy(
-        self,
-        stack,
-        workdir,
-        compose_files,
-        env,
-        secrets=None,
-        version=None,
-        commit=None,
-        timeout=DEFAULT_DEPLOY_TIMEOUT,
-        labels=None,
-        publish=None,
-        constraints=None,
-    ):
-        domain = self.domain_of(stack, env)
-        created = self.ensure_secrets(stack, secrets)
-        files = list(compose_files)
-        overlay = self.write_labels_overlay(
-            workdir,
-            files,
-            version,
-            commit,
-            labels,
-            publish=publish,
-            stack=stack,
-            constraints=constraints,
-        )
-        app_env = dict(env)
-        if overlay:
-            app_env["COMPOSE_FILE"] = ":".join([*files, overlay])
-        self.prepare_abra_dir(stack, workdir, app_env, version)
-        cmd = self.deploy_argv(domain)
-        since = utc_now()
-        start = time.monotonic()
-        proc = self.run(cmd, cwd=workdir, env=self._env(), what=f"abra app deploy of {domain}")
-        try:
-            waited = self.wait_converged(stack, timeout, since)
-        except DriverError as exc:
-            exc.cmd, exc.rc, exc.stdout, exc.stderr = cmd, proc.returncode, proc.stdout, proc.stderr
-            raise
-        return {
-            "changed": True,
-            "cmd": cmd,
-            "rc": proc.returncode,
-            "stdout": proc.stdout,
-            "stderr": proc.stderr,
-            "secrets_created": created,
-            "elapsed": round(time.monotonic() - start, 3),
-            "attempts": waited.attempts,
-            "status": status_of(waited.last),
-        }
-
-    def undeploy(self, stack, timeout=DEFAULT_REMOVE_TIMEOUT):
-        state = read_stack(self.client, stack)
-        if not self.undeploy_needed(state):
-            return {"changed": False, "removed": {}}
-        domain = self.domain_of(stack)
-        self.run(self.undeploy_argv(domain), env=self._env(), what=f"abra app undeploy of {domain}")
-        self.wait_gone(stack, timeout)
-        return {"changed": True, "removed": {"services": [s.name for s in state.services]}}
-
-    def remove(self, stack, timeout=DEFAULT_REMOVE_TIMEOUT):
-        undeployed = self.undeploy(stack, timeout)
-        domain = self.domain_of(stack)
-        self.run(self.remove_argv(domain), env=self._env(), what=f"abra app remove of {domain}")
-        removed = self.remove_labelled(stack, timeout)
-        return {"changed": True, "removed": {**undeployed["removed"], **removed}}
-
-
-DRIVERS = {"stack": StackDriver, "abra": AbraDriver}
+DRIVERS = ("stack", "abra")
 
 
 def get_driver(name: str, **kwargs) -> Driver:
-    try:
-        return DRIVERS[name](**kwargs)
-    except KeyError:
-        raise DriverError(f"driver {name!r} is unknown: use one of {', '.join(DRIVERS)}") from None
+    if name == "stack":
+        return StackDriver(**kwargs)
+    if name == "abra":
+        from ansible_collections.coopcloud.ci.plugins.module_utils._abra import AbraDriver
+
+        return AbraDriver(**kwargs)
+    raise DriverError(f"driver {name!r} is unknown: use one of {', '.join(DRIVERS)}")

@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     COMMIT_LABEL,
     Observation,
@@ -55,7 +56,7 @@ BODY_EXCERPT = 300
 BODY_LIMIT = 1024 * 1024
 
 
-class HealthCheckError(ValueError):
+class HealthCheckError(CcciError, ValueError):
     """A check is wrongly specified (bad URL, resolve, regex or time). One sentence."""
 
 

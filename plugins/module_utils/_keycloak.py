@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import httpx
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     parse_realm_name,
@@ -43,7 +44,7 @@ RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _BODY_LIMIT = 300
 
 
-class KeycloakError(Exception):
+class KeycloakError(CcciError):
     """One failed exchange with Keycloak.
 
     ``status`` is the HTTP status (``None`` when no answer came), ``message`` the error
@@ -55,12 +56,10 @@ class KeycloakError(Exception):
     def __init__(
         self, status: int | None, message: str, body: str = "", *, action: str = "", url: str = ""
     ) -> None:
-        self.status = status
-        self.message = message
-        self.body = body
         self.action = action
         self.url = url
-        super().__init__(self.sentence())
+        super().__init__(message, status=status, body=body)
+        self.args = (self.sentence(),)
 
     def sentence(self) -> str:
         what = self.action or "Keycloak request failed"

@@ -53,13 +53,14 @@ import time
 from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_recipe,
     validate_run_id,
     validate_state_dir,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._state import fsync_dir, utc_now
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import fsync_dir, stamp
 
 LOCK_NAME = "lock"
 GUARD_NAME = ".lock.guard"
@@ -75,7 +76,7 @@ P_RELEASING = _faults.register(
 )
 
 
-class LockError(RuntimeError):
+class LockError(CcciError, RuntimeError):
     """The lock cannot be taken or released. The message names the recipe and the holder."""
 
 
@@ -399,7 +400,7 @@ class AppLock:
             "start": start,
             "boot_id": boot_id(),
             "host": host_name(),
-            "since": utc_now(),
+            "since": stamp(),
             "play": play if play is not None else play_of(pid),
         }
 

@@ -13,6 +13,8 @@ import os
 import re
 import secrets
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
+
 RECIPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 RUN_ID_RE = re.compile(r"^[0-9a-f]{6}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
@@ -26,7 +28,7 @@ _VOLUME_SHORT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_STACK_LEN = 50
 
 
-class ValidationError(ValueError):
+class ValidationError(CcciError, ValueError):
     """A value a user supplied breaks a naming rule. The message is for the user."""
 
 

@@ -26,6 +26,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     is_commit,
     validate_fetch_ref,
@@ -47,15 +48,12 @@ LOCK_TIMEOUT = 900
 _USERINFO_RE = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
 
 
-class RecipeError(RuntimeError):
+class RecipeError(CcciError, RuntimeError):
     """A recipe repository or ref is unusable. The message is one sentence for the user;
     ``rc``, ``stdout`` and ``stderr`` carry git's evidence when git failed."""
 
     def __init__(self, message: str, rc: int | None = None, stdout: str = "", stderr: str = ""):
-        super().__init__(message)
-        self.rc = rc
-        self.stdout = stdout
-        self.stderr = stderr
+        super().__init__(message, rc=rc, stdout=stdout, stderr=stderr)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ import os
 import re
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     is_commit,
@@ -67,7 +68,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     StateError,
     fsync_dir,
     read_json,
-    utc_now,
+    stamp,
     write_json,
 )
 
@@ -99,7 +100,7 @@ REQUIRED = (
 _TOKEN_RE = re.compile(r"^\S{1,200}$")
 
 
-class TransitionError(ValueError):
+class TransitionError(CcciError, ValueError):
     """A status change that the life cycle does not allow. The message says what is."""
 
 
@@ -179,7 +180,7 @@ class Registry:
     # -- writing
 
     def _write(self, data: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-        now = utc_now()
+        now = stamp()
         entry["at"] = now
         data["history"] = [*data.get("history", []), entry][-HISTORY_LIMIT:]
         data["updated_at"] = now
@@ -214,7 +215,7 @@ class Registry:
         if node is not None and (not isinstance(node, str) or not _TOKEN_RE.match(node)):
             raise ValidationError(f"node {node!r} is invalid: give a swarm node name or none")
         old = self.load()
-        now = utc_now()
+        now = stamp()
         data: dict[str, Any] = dict(old) if old else {"history": [], "first_seeded_at": now}
         data.update(
             {

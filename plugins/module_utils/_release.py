@@ -116,7 +116,8 @@ class GateDecision:
     current: str
     candidate: str
     reasons: list[str] = field(default_factory=list)
-    #: version -> the full text of its release notes, for the notes that call for a hold
+    #: version -> the full text of its release notes: those that call for a hold and, when
+    #: a major version is crossed, every crossed version that has notes
     notes: dict[str, str] = field(default_factory=dict)
     #: version -> the phrase names found in its notes
     matched_phrases: dict[str, list[str]] = field(default_factory=dict)
@@ -201,6 +202,10 @@ def decide(
         decision.versions_checked.append(version.tag)
         text = notes_for(version.tag)
         phrases = find_phrases(text)
+        if text and text.strip() and majors:
+            # a major hold carries every crossed version's notes: the human deciding
+            # needs all of them, not only those that matched a phrase
+            decision.notes[version.tag] = text
         if phrases:
             decision.notes[version.tag] = text or ""
             decision.matched_phrases[version.tag] = phrases
@@ -211,7 +216,7 @@ def decide(
 
     if majors:
         decision.verdict = HELD_MAJOR
-    elif decision.notes:
+    elif decision.matched_phrases:
         decision.verdict = HELD_MANUAL
 
     if accept is not None and accept != "":

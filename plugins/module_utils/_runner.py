@@ -42,6 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
+
 DEFAULT_STATE_DIR = "/var/lib/ci-warm"
 DEFAULT_KEEP = 30
 EXIT_USAGE = 2
@@ -66,7 +68,7 @@ _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PLAY_NAME_RE = re.compile(r"[^a-z0-9-]+")
 
 
-class UsageError(ValueError):
+class UsageError(CcciError, ValueError):
     """The caller asked for something we refuse; the message says what to do instead."""
 
 

@@ -36,13 +36,16 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_run_id,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     StateError,
+    parse_time,
     read_json,
+    stamp,
     write_json,
 )
 
@@ -79,7 +82,7 @@ _SECRET_TEXT_RES = (
 )
 
 
-class RunError(ValueError):
+class RunError(CcciError, ValueError):
     """A run record cannot be written as asked. The message names the run and the problem."""
 
 
@@ -132,33 +135,18 @@ def scrub(value: Any, where: str = "") -> tuple[Any, list[str]]:
 # --- time ---------------------------------------------------------------------------------
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-
-
-def _fmt(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str, what: str = "time") -> datetime.datetime:
-    """An ISO-8601 moment (``Z`` or an offset; naive means UTC), to the second."""
-    if not isinstance(value, str):
+def run_time(value: Any, what: str = "time") -> datetime.datetime:
+    """A run's moment (``_state.parse_time``) to the second; a clear error when it is none."""
+    moment = parse_time(value) if isinstance(value, str) else None
+    if moment is None:
         raise RunError(f"{what} {value!r} is not an ISO-8601 time such as 2026-01-31T12:00:00Z")
-    try:
-        moment = datetime.datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
-        raise RunError(
-            f"{what} {value!r} is not an ISO-8601 time such as 2026-01-31T12:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.astimezone(datetime.UTC).replace(microsecond=0)
+    return moment.replace(microsecond=0)
 
 
 def _seconds(start: str | None, end: str | None) -> int | None:
     if not start or not end:
         return None
-    return max(0, int((parse_time(end) - parse_time(start)).total_seconds()))
+    return max(0, int((run_time(end) - run_time(start)).total_seconds()))
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -263,7 +251,7 @@ class RunRecord:
                 "(or continue the existing record)"
             )
         mode = _mode(mode)
-        started = _fmt(parse_time(started_at, "started_at") if started_at else _now())
+        started = stamp(run_time(started_at, "started_at") if started_at else None)
         data: dict[str, Any] = {
             "schema": SCHEMA,
             "run_id": run_id,
@@ -397,9 +385,9 @@ class RunRecord:
             raise RunError(f"stage name {name!r} is invalid: use a-z, 0-9, '-' and '_'")
         if result not in RESULTS:
             raise RunError(f"stage {name} result {result!r} is invalid: use pass, fail or skip")
-        end = _fmt(parse_time(finished_at, "finished_at") if finished_at else _now())
+        end = stamp(run_time(finished_at, "finished_at") if finished_at else None)
         if started_at:
-            begin = _fmt(parse_time(started_at, "started_at"))
+            begin = stamp(run_time(started_at, "started_at"))
         else:
             previous = [s for s in self.data["stage_order"] if s != name]
             begin = (
@@ -408,7 +396,7 @@ class RunRecord:
                 else self.data["started_at"]
             )
             begin = min(begin, end)
-        if parse_time(begin) > parse_time(end):
+        if run_time(begin) > run_time(end):
             raise RunError(f"stage {name} started_at {begin} is after its finished_at {end}")
         if name not in self.data["stage_order"]:
             self.data["stage_order"].append(name)
@@ -435,7 +423,7 @@ class RunRecord:
     ) -> str:
         """Close the record: verdict, finish time, timings, the canonical after. Returns the verdict."""
         self._running("finish it again")
-        end = _fmt(parse_time(finished_at, "finished_at") if finished_at else _now())
+        end = stamp(run_time(finished_at, "finished_at") if finished_at else None)
         self.data["error"] = clean_text(error, "error") if error else None
         self.data["canonical_after"] = self._free_form("canonical_after", canonical_after)
         self.data["finished_at"] = end

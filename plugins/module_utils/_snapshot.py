@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     validate_recipe,
     validate_state_dir,
@@ -50,7 +51,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     dumps,
     fsync_dir,
-    utc_now,
+    stamp,
 )
 
 FORMAT = 1
@@ -110,7 +111,7 @@ P_RESTORED = _faults.register(
 )
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(CcciError, RuntimeError):
     """A snapshot cannot be taken, read or restored. The message is for the user."""
 
 
@@ -902,7 +903,7 @@ class SnapshotStore:
                 "source": {"domain": domain, "stack": stack},
                 "version": version,
                 "commit": commit,
-                "taken_at": utc_now(),
+                "taken_at": stamp(),
                 "archiver": archiver,
                 "volumes": entries,
                 **(dict(extra) if extra else {}),

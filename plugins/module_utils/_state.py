@@ -5,6 +5,10 @@
 Every state file (registry, manifest, alert, run record) is written atomically: a
 temporary sibling, fsync, rename over the target, fsync of the directory. A reader
 therefore sees the old file or the new one, never a torn one.
+
+Also the one home of the state layout (:data:`DEFAULT_STATE_DIR`, :class:`RecipePaths`)
+and of time: :func:`utc_now`, :func:`stamp` (the one text form of a moment in state
+files) and :func:`parse_time` (every moment the collection reads).
 """
 
 from __future__ import annotations
@@ -13,17 +17,82 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (  # noqa: F401
+    DEFAULT_STATE_DIR,
+    CcciError,
+)
 
-class StateError(RuntimeError):
+
+class StateError(CcciError, RuntimeError):
     """A state file is missing, unreadable or malformed. The message names the file."""
 
 
-def utc_now() -> str:
-    """UTC ISO-8601 with a ``Z``, to the second: ``2026-11-26T23:30:56Z``."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# --- layout -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipePaths:
+    """Where one recipe's warm state lives: ``<state_dir>/<recipe>/...`` (SPEC §3)."""
+
+    state_dir: str
+    recipe: str
+
+    @property
+    def directory(self) -> str:
+        return os.path.join(self.state_dir, self.recipe)
+
+    @property
+    def registry(self) -> str:
+        return os.path.join(self.directory, "canonical.json")
+
+    @property
+    def snapshot(self) -> str:
+        return os.path.join(self.directory, "snapshot")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.directory, "lock")
+
+
+# --- time ---------------------------------------------------------------------------------
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def utc_now() -> datetime.datetime:
+    """Now, as an aware UTC datetime."""
+    return datetime.datetime.now(datetime.UTC)
+
+
+def stamp(moment: datetime.datetime | None = None) -> str:
+    """UTC ISO-8601 with a ``Z``, to the second: ``2026-11-26T23:30:56Z`` (default: now)."""
+    return (moment or utc_now()).astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> datetime.datetime | None:
+    """A moment as an aware UTC datetime, or ``None`` when ``value`` is not one.
+
+    Reads ISO-8601 with ``Z``, an offset or none (naive means UTC), Docker's RFC 3339
+    with nanoseconds, and datetimes; Docker's zero time ``0001-01-01...`` is ``None``.
+    """
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, str) and value.strip() and not value.startswith("0001-01-01"):
+        text = _FRACTION.sub(r"\1", value.strip().replace("z", "Z"))
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    else:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)
 
 
 def fsync_dir(path: str) -> None:

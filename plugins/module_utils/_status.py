@@ -29,6 +29,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._catalog import (
     CatalogError,
     list_entries,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._disk import (
     DiskError,
     free_space,
@@ -57,7 +58,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     SnapshotError,
     SnapshotStore,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateError, utc_now
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateError, stamp
 
 SCHEMA = 1
 SWEEPS_DIR = "sweeps"
@@ -78,7 +79,7 @@ _RUN_KEYS = (
 _LOCK_KEYS = ("run_id", "pid", "host", "since", "play", "stale", "corrupt", "reason")
 
 
-class StatusError(RuntimeError):
+class StatusError(CcciError, RuntimeError):
     """The status cannot be gathered at all (a state directory that is not one)."""
 
 
@@ -437,7 +438,7 @@ def gather(
         errors.append(f"alerts: {exc}")
     doc: dict[str, Any] = {
         "schema": SCHEMA,
-        "generated_at": utc_now(),
+        "generated_at": stamp(),
         "host": socket.gethostname(),
         "state_dir": state_dir,
         "catalog_dir": catalog_dir,

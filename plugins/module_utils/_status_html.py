@@ -26,7 +26,9 @@ from typing import Any
 
 import jinja2
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._disk import human
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import parse_time
 
 #: Longest notes text shown on an alert row (the whole text is in the alert file).
 NOTES_MAX = 2000
@@ -47,27 +49,11 @@ _ISO_RE = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\
 _VERDICT_CLASS = {"PASS": "pass", "FAIL": "fail", "ERROR": "error"}
 
 
-class StatusPageError(ValueError):
+class StatusPageError(CcciError, ValueError):
     """The input is not a status document (the message says what it is instead)."""
 
 
 # ------------------------------------------------------------------------------ time
-
-
-def parse_time(value: Any) -> datetime.datetime | None:
-    """An ISO-8601 moment (``Z``, an offset, or naive = UTC) as aware UTC; None if it is not one."""
-    if isinstance(value, datetime.datetime):
-        moment = value
-    elif isinstance(value, str) and value.strip():
-        try:
-            moment = datetime.datetime.fromisoformat(value.strip().replace("z", "Z"))
-        except ValueError:
-            return None
-    else:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.astimezone(datetime.UTC)
 
 
 def short_time(value: Any) -> str:

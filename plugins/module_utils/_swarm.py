@@ -30,6 +30,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import parse_time, utc_now
+
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 #: Deploy labels the driver adds to every service of a stack it deploys.
 COMMIT_LABEL = "coop-cloud.ccci.commit"
@@ -45,7 +48,7 @@ BROKEN_UPDATE_STATES = frozenset({"paused", "rollback_paused", "rollback_complet
 _OLD_VERSION_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
 
 
-class SwarmError(RuntimeError):
+class SwarmError(CcciError, RuntimeError):
     """Something on the swarm is not as asked. The message is one sentence for the user.
 
     Evidence travels with it: ``cmd``, ``rc``, ``stdout``, ``stderr`` when a command ran,
@@ -65,23 +68,14 @@ class SwarmError(RuntimeError):
         state: Any = None,
         result: WaitResult | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.cmd = cmd
-        self.rc = rc
-        self.stdout = stdout
-        self.stderr = stderr
+        super().__init__(message, cmd=cmd, rc=rc, stdout=stdout, stderr=stderr)
         self.tasks = tasks or []
         self.state = state
         self.result = result
 
     def evidence(self) -> dict[str, Any]:
         """The facts for ``fail_json``: only the keys that carry something."""
-        out: dict[str, Any] = {}
-        if self.cmd is not None:
-            out["cmd"] = self.cmd
-        if self.rc is not None:
-            out.update(rc=self.rc, stdout=self.stdout, stderr=self.stderr)
+        out = super().evidence()
         if self.tasks:
             out["tasks"] = self.tasks
         if self.result is not None:
@@ -99,24 +93,6 @@ class WaitFailed(SwarmError):
 
 
 # --- state ------------------------------------------------------------------------------
-
-
-def parse_time(value: str | None) -> datetime.datetime | None:
-    """Docker's RFC 3339 timestamps (nanoseconds, ``Z``) as aware UTC datetimes."""
-    if not value or value.startswith("0001-01-01"):
-        return None
-    text = value.rstrip("Z")
-    if "+" in text[10:]:
-        text = text[: text.index("+", 10)]
-    if "." in text:
-        head, frac = text.split(".", 1)
-        text = f"{head}.{frac[:6]}"
-    parsed = datetime.datetime.fromisoformat(text)
-    return parsed.replace(tzinfo=datetime.UTC)
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclass
@@ -443,7 +419,17 @@ def converged(state: StackState, since: datetime.datetime | None = None) -> tupl
         if rejected:
             return False, f"service {svc.name}: {_task_line(rejected[-1])}"
         if svc.update_state in UPDATING_STATES:
-            return False, f"service {svc.name}: update {svc.update_state} ({svc.update_message})"
+            # quote the scheduler when a new task cannot start (e.g. "host-mode port
+            # already in use on 1 node"): "update in progress" alone does not say why
+            stuck = [
+                t
+                for t in _latest_per_slot(svc)
+                if t.current and not t.running and t.desired_state == "running" and t.error
+            ]
+            detail = f"; {_task_line(stuck[0])}" if stuck else ""
+            return False, (
+                f"service {svc.name}: update {svc.update_state} ({svc.update_message}){detail}"
+            )
         if svc.update_state in BROKEN_UPDATE_STATES and (
             since is None or (svc.update_started_at or _MIN) >= since
         ):
@@ -493,8 +479,9 @@ def deployed_version(state: StackState) -> str | None:
     """The recipe version the stack runs, from its services' labels.
 
     Looks for, in order: the new form ``coop-cloud.<stack>.version`` (on ``app`` first,
-    then any service), the old per-service form ``coop-cloud.<stack>.<service>.version``
-    (``<tag>-<digest8>``: the digest suffix is dropped), then the driver's own
+    then any service), the old per-service form ``coop-cloud.<stack>.app.version``
+    (``<tag>-<digest8>``: the digest suffix is dropped; on other services the old form
+    carries their image's tag, not the recipe's), then the driver's own
     ``coop-cloud.ccci.version``. Empty labels are skipped.
     """
     new_key = f"coop-cloud.{state.stack}.version"
@@ -504,6 +491,8 @@ def deployed_version(state: StackState) -> str | None:
         if value:
             return value
     for svc in services:
+        if svc.short_name != "app":  # other services' old labels carry their image's tag
+            continue
         value = (svc.labels.get(f"coop-cloud.{state.stack}.{svc.short_name}.version") or "").strip()
         if value:
             return _OLD_VERSION_SUFFIX.sub("", value)

@@ -36,6 +36,7 @@ author:
   - coopcloud.ci developers
 extends_documentation_fragment:
   - coopcloud.ci.attributes
+  - coopcloud.ci.common.DRIVER
 options:
   state:
     description:
@@ -125,14 +126,6 @@ options:
       - Existing secrets are never changed.
     type: dict
     default: {}
-  driver:
-    description:
-      - V(stack) deploys with C(docker stack deploy) (the embedded default).
-      - V(abra) runs the equivalent C(abra app deploy -C -c) command lines; C(abra) must
-        be installed.
-    type: str
-    choices: [stack, abra]
-    default: stack
   recipes_dir:
     description:
       - The folder holding one git checkout per recipe.
@@ -268,7 +261,12 @@ services:
       replicas_desired: 1
       update_state: null
 version:
-  description: The recipe version the app runs after the task (read from its labels), or V(null).
+  description:
+    - The recipe version the app runs after the task, or V(null).
+    - It is the version tag deployed, which the driver writes over the recipe's own
+      C(coop-cloud.<stack>.version) label as abra does (a recipe tagged V(v1.0.3) may
+      carry V(1.0.3+1.0.3)). A deploy of a ref that is no version tag reports the
+      recipe's label.
   returned: always
   type: str
   sample: 1.1.0+1.29
@@ -304,7 +302,10 @@ published_port:
   type: int
   sample: 31234
 secrets_created:
-  description: Names (never values) of the swarm secrets created by this task.
+  description:
+    - Names (never values) of the swarm secrets created by this task, also when the
+      deploy then failed (a teardown removes them).
+    - The secrets are those the active compose files declare, named as abra names them.
   returned: when O(state=deployed)
   type: list
   elements: str
@@ -367,242 +368,21 @@ diff:
     after: {state: deployed, version: 1.1.0+1.29, commit: fa17446f2e24aa86e32a1d5771f9318b8cc80c40}
 """
 
-import os
-import shutil
-import tempfile
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import (
-    AppEnvError,
-    build_app_env,
-    version_label,
+from ansible_collections.coopcloud.ci.plugins.module_utils._app import RecipeApp
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    driver_spec,
+    recipe_spec,
+    run_module,
+    wait_timeout_spec,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
-    ENV_LABEL,
-    check_publish,
-    compose_services,
-    env_digest,
-    free_host_port,
     get_driver,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    ValidationError,
-    stack_name,
-    validate_recipe,
-)
-from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import (
-    RecipeError,
-    RecipeRepo,
-    Resolved,
-)
-from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
-    StackState,
-    SwarmError,
-    converged,
-    deployed_commit,
-    deployed_version,
-)
-
-
-def with_overlays(compose_files: list, overlays: list) -> list:
-    """``compose_files`` then each of ``overlays`` not already among them, in order."""
-    files = list(compose_files)
-    for rel in overlays:
-        if os.path.normpath(rel) not in files:
-            files.append(os.path.normpath(rel))
-    return files
-
-
-def load_compose(checkout: str, compose_files: list) -> list:
-    """The compose files as parsed YAML, in order (for the version label they carry)."""
-    import yaml
-
-    docs = []
-    for rel in compose_files:
-        try:
-            with open(os.path.join(checkout, rel), encoding="utf-8") as handle:
-                docs.append(yaml.safe_load(handle) or {})
-        except (OSError, yaml.YAMLError) as exc:
-            raise AppEnvError(f"compose file {rel} of the recipe cannot be read: {exc}") from exc
-    return docs
-
-
-def app_state(state: StackState) -> str:
-    if state.services:
-        return "deployed"
-    if state.volumes or state.secrets:
-        return "undeployed"
-    return "absent"
-
-
-def facts(state: StackState) -> dict:
-    return {"state": app_state(state), "version": deployed_version(state),
-            "commit": deployed_commit(state)}  # fmt: skip
-
-
-class RecipeApp:
-    """Computes changed and the diff first; only the side effect is skipped in check mode."""
-
-    def __init__(self, module: AnsibleModule, driver=None) -> None:
-        self.module = module
-        self.params = module.params
-        self.check_mode = module.check_mode
-        self.stack = stack_name(self.params["domain"])
-        self.driver = driver or get_driver(self.params["driver"])
-        self.result: dict = {"changed": False, "stack": self.stack}
-        self._tmp: str | None = None
-
-    # -- outcome -------------------------------------------------------------------------
-
-    def finish(self, before: dict, after: dict, state: StackState | None) -> None:
-        if state is not None:
-            self.result.update(
-                services=[s.summary() for s in state.services],
-                volumes=[v.summary() for v in state.volumes],
-            )
-        self.result.update(state=after["state"], version=after["version"],
-                           commit=after["commit"])  # fmt: skip
-        if self.module._diff:
-            self.result["diff"] = {"before": before, "after": after}
-
-    # -- states --------------------------------------------------------------------------
-
-    def resolve(self) -> Resolved:
-        repo = RecipeRepo(self.params["recipes_dir"], self.params["recipe"])
-        if self.params["fetch"]:
-            repo.fetch()
-        version = self.params["version"]
-        if version is None:
-            return repo.resolve(self.params["ref"])
-        tags = repo.version_tags()
-        if version not in tags:
-            raise RecipeError(
-                f"version {version!r} is not a version tag of recipe "
-                f"{self.params['recipe']!r}; its versions are: {', '.join(tags) or 'none'}"
-            )
-        return Resolved(ref=version, commit=repo.commit_of(version), version=version)
-
-    def checkout(self, commit: str) -> str:
-        repo = RecipeRepo(self.params["recipes_dir"], self.params["recipe"])
-        work_dir = self.params["work_dir"]
-        if work_dir is None or self.check_mode:  # check mode leaves work_dir alone
-            self._tmp = tempfile.mkdtemp(prefix=f"ccci-{self.params['recipe']}-")
-            work_dir = f"{self._tmp}/checkout"
-        return repo.checkout(commit, work_dir)
-
-    def publish(self, checkout: str, compose_files: list) -> dict | None:
-        """O(publish) with its host port settled: given, else the one the service
-        publishes now (an upgrade keeps its URL), else a free one."""
-        asked = self.params["publish"]
-        if not asked:
-            return None
-        services, _ = compose_services(checkout, compose_files)
-        publish = {"service": asked["service"], "port": asked["port"], "published": 1}
-        check_publish(publish, services, self.stack)
-        published = asked["published"]
-        if published is None:
-            published = self.driver.published_port(self.stack, asked["service"], asked["port"])
-        publish["published"] = published or free_host_port()
-        check_publish(publish, services, self.stack)
-        self.result["published_port"] = publish["published"]
-        return publish
-
-    def deployed(self) -> None:
-        resolved = self.resolve()
-        self.result["resolved"] = {"ref": resolved.ref, "commit": resolved.commit,
-                                   "version": resolved.version}  # fmt: skip
-        checkout = self.checkout(resolved.commit)
-        app = build_app_env(checkout, self.params["domain"], self.params["env"])
-        if self.params["overlays"]:
-            files = with_overlays(app.compose_files, self.params["overlays"])
-            env = {**self.params["env"], "COMPOSE_FILE": ":".join(files)}
-            app = build_app_env(checkout, self.params["domain"], env)
-        existing = {s.name for s in self.driver.client.secrets.list()}
-        secrets = app.secret_values(self.params["secrets"], existing)
-
-        state = self.driver.state(self.stack)
-        publish = self.publish(checkout, app.compose_files)
-        constraints = self.params["constraints"]
-        digest = env_digest(app.env, app.compose_files, publish, constraints)
-        before = facts(state)
-        same = (
-            before["commit"] == resolved.commit
-            and all(s.labels.get(ENV_LABEL) == digest for s in state.services)
-            and converged(state)[0]
-        )
-        label = version_label(load_compose(checkout, app.compose_files), self.stack)
-        version = (label.version if label else None) or resolved.version
-        after = {"state": "deployed", "version": version, "commit": resolved.commit}
-        self.result["secrets_created"] = []
-        if same:
-            self.finish(before, after, state)
-            return
-        self.result["changed"] = True
-        if self.check_mode:
-            self.result["secrets_created"] = sorted(secrets)
-            self.finish(before, after, None)
-            self.result.update(services=[s.summary() for s in state.services],
-                               volumes=[v.summary() for v in state.volumes])  # fmt: skip
-            return
-        out = self.driver.deploy(
-            self.stack, checkout, app.compose_files, app.env, secrets,
-            version=resolved.version or version, commit=resolved.commit,
-            timeout=self.params["wait_timeout"], labels={ENV_LABEL: digest}, publish=publish,
-            **({"constraints": constraints} if constraints else {}),
-        )  # fmt: skip
-        self.result.update(
-            secrets_created=out["secrets_created"], cmd=out["cmd"], rc=out["rc"],
-            stdout=out["stdout"], stderr=out["stderr"], elapsed=out["elapsed"],
-        )  # fmt: skip
-        state = self.driver.state(self.stack)
-        self.finish(before, facts(state), state)
-
-    def taken_off(self, remove: bool) -> None:
-        state = self.driver.state(self.stack)
-        before = facts(state)
-        needed = self.driver.remove_needed(state) if remove else self.driver.undeploy_needed(state)
-        predicted = (
-            "absent" if remove else ("undeployed" if before["state"] != "absent" else "absent")
-        )
-        after = {"state": predicted, "version": None, "commit": None}
-        self.result["removed"] = {}
-        if not needed:
-            self.finish(before, after, state)
-            return
-        self.result["changed"] = True
-        if self.check_mode:
-            self.finish(before, after, None)
-            kept = [] if remove else [v.summary() for v in state.volumes]
-            self.result.update(services=[], volumes=kept)
-            return
-        timeout = self.params["wait_timeout"]
-        out = (
-            self.driver.remove(self.stack, timeout)
-            if remove
-            else self.driver.undeploy(self.stack, timeout)
-        )
-        self.result["removed"] = out["removed"]
-        state = self.driver.state(self.stack)
-        self.finish(before, facts(state), state)
-
-    # -- driver ----------------------------------------------------------------------------
-
-    def run(self) -> dict:
-        started = time.monotonic()
-        try:
-            what = self.params["state"]
-            if what == "deployed":
-                self.deployed()
-            else:
-                self.taken_off(remove=what == "absent")
-        finally:
-            if self._tmp:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-        self.result["elapsed"] = round(time.monotonic() - started, 3)
-        return self.result
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_recipe
+from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import SwarmError
 
 
 def main() -> None:
@@ -610,7 +390,7 @@ def main() -> None:
         argument_spec={
             "state": {"type": "str", "default": "deployed",
                       "choices": ["deployed", "undeployed", "absent"]},
-            "recipe": {"type": "str"},
+            **recipe_spec(required=False),
             "domain": {"type": "str", "required": True},
             "ref": {"type": "str"},
             "version": {"type": "str"},
@@ -623,43 +403,39 @@ def main() -> None:
                 "port": {"type": "int", "required": True},
                 "published": {"type": "int"},
             }},
-            "driver": {"type": "str", "default": "stack", "choices": ["stack", "abra"]},
+            **driver_spec(),
             "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
             "fetch": {"type": "bool", "default": True},
             "work_dir": {"type": "path"},
-            "wait_timeout": {"type": "int", "default": DEFAULT_DEPLOY_TIMEOUT},
+            **wait_timeout_spec(DEFAULT_DEPLOY_TIMEOUT),
         },
         mutually_exclusive=[("ref", "version")],
         required_if=[("state", "deployed", ("recipe",))],
         supports_check_mode=True,
     )  # fmt: skip
-    if module.params["state"] == "deployed" and not module.params["recipe"]:
+    params = module.params
+    if params["state"] == "deployed" and not params["recipe"]:
         # required_if does not fire when state is left to its default
         module.fail_json(msg="state is deployed but all of the following are missing: recipe")
-    app = None
-    try:
-        if module.params["recipe"] is not None:
-            validate_recipe(module.params["recipe"])
-        app = RecipeApp(module)
-        result = app.run()
-    except (ValidationError, AppEnvError) as exc:
-        module.fail_json(msg=str(exc))
-    except RecipeError as exc:
-        evidence = {
-            k: getattr(exc, k)
-            for k in ("rc", "stdout", "stderr")
-            if getattr(exc, k, None) is not None
-        }
-        module.fail_json(msg=str(exc), **evidence)
-    except SwarmError as exc:
-        partial = dict(app.result) if app else {}
-        partial.pop("changed", None)
-        module.fail_json(
-            msg=f"app {module.params['domain']}: {exc.message}",
-            changed=bool(exc.cmd),
-            **{**partial, **exc.evidence()},
-        )
-    module.exit_json(**result)
+    seen: dict = {}
+
+    def work() -> dict:
+        if params["recipe"] is not None:
+            validate_recipe(params["recipe"])
+        app = seen["app"] = RecipeApp(
+            params, check_mode=module.check_mode, diff=module._diff,
+            driver=get_driver(params["driver"]),
+        )  # fmt: skip
+        try:
+            return app.run()
+        except SwarmError as exc:
+            # a swarm failure names the app, and returns what the task did before it
+            seen["partial"] = {**app.result, "changed": bool(exc.cmd) or app.result["changed"]}
+            exc.message = f"app {params['domain']}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
+
+    run_module(module, work, on_failure=lambda: seen.get("partial", {}))
 
 
 if __name__ == "__main__":

@@ -151,7 +151,9 @@ reasons:
   elements: str
   sample: ["the release notes of 1.2.0+1.30 call for a manual migration (matched: 'manual migration')"]
 notes:
-  description: Version to the full text of its release notes, for notes that hold.
+  description:
+    - Version to the full text of its release notes, for the notes that hold and, when a
+      major version is crossed (V(held-major)), for every crossed version that has notes.
   returned: always
   type: dict
   sample: {"1.2.0+1.30": "Run a manual migration of the database before deploying."}

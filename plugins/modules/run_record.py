@@ -273,8 +273,8 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
     RunRecord,
     clean_text,
     junit_xml,
-    parse_time,
     record_path,
+    run_time,
     summary_lines,
     verdict_line,
 )
@@ -359,7 +359,7 @@ def finished(p: dict, current: RunRecord) -> RunRecord:
 
 
 def _same_time(given: str | None, stored: str) -> bool:
-    return given is None or parse_time(given) == parse_time(stored)
+    return given is None or run_time(given) == run_time(stored)
 
 
 def main() -> None:

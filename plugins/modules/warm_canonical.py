@@ -46,6 +46,7 @@ author:
   - coopcloud.ci developers
 extends_documentation_fragment:
   - coopcloud.ci.attributes
+  - coopcloud.ci.common.DRIVER
   - coopcloud.ci.attributes.STATE_DIR
 options:
   recipe:
@@ -105,12 +106,6 @@ options:
       - With O(state=deployed), fetch the recipe's C(origin) first.
     type: bool
     default: true
-  driver:
-    description:
-      - How the app is deployed, V(stack) (C(docker stack deploy)) or V(abra).
-    type: str
-    choices: [stack, abra]
-    default: stack
   env:
     description:
       - App env values over the recipe's C(.env.sample) defaults (as for M(coopcloud.ci.recipe_app)).
@@ -435,8 +430,6 @@ elapsed:
   sample: 2.315
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import AppEnvError
@@ -445,30 +438,36 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._canonical import (
     CanonicalError,
     default_run_id,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    CcciError,
+    driver_spec,
+    recipe_spec,
+    run_id_spec,
+    run_module,
+    state_dir_spec,
+    wait_timeout_spec,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
     get_driver,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
-from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeError
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import TransitionError
-from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotError
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateError
-from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import SwarmError
 
 ARGUMENT_SPEC = {
-    "recipe": {"type": "str", "required": True},
+    **recipe_spec(),
     "state": {"type": "str", "default": "info",
               "choices": ["info", "deployed", "idle", "seeded", "absent"]},
-    "state_dir": {"type": "path", "default": "/var/lib/ci-warm"},
+    **state_dir_spec(),
     "domain_suffix": {"type": "str"},
-    "run_id": {"type": "str"},
+    **run_id_spec(),
     "purpose": {"type": "str", "default": "deployed", "choices": ["deployed", "quick"]},
     "restore": {"type": "bool", "default": True},
     "verify": {"type": "bool", "default": False},
     "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
     "fetch": {"type": "bool", "default": True},
-    "driver": {"type": "str", "default": "stack", "choices": ["stack", "abra"]},
+    **driver_spec(),
     "env": {"type": "dict", "default": {}},
     "secrets": {"type": "dict", "default": {}, "no_log": True},
     "publish": {"type": "dict", "options": {
@@ -476,7 +475,7 @@ ARGUMENT_SPEC = {
         "port": {"type": "int", "required": True},
         "published": {"type": "int"},
     }},
-    "wait_timeout": {"type": "int", "default": DEFAULT_DEPLOY_TIMEOUT},
+    **wait_timeout_spec(DEFAULT_DEPLOY_TIMEOUT),
     "confirm": {"type": "bool", "default": False},
 }  # fmt: skip
 
@@ -511,44 +510,39 @@ def run(module: AnsibleModule, canonical: Canonical) -> dict:
     return result
 
 
+#: Errors of the canonical's own rules: their sentence stands alone. Errors of the layers
+#: below (snapshots, recipe checkouts, the swarm, files) are said of the canonical.
+OWN_ERRORS = (CanonicalError, TransitionError, StateError, ValidationError, AppEnvError)
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
-    canonical = None
-    try:
-        canonical = Canonical(
+    seen: dict = {}
+
+    def work() -> dict:
+        canonical = seen["canonical"] = Canonical(
             p["state_dir"], p["recipe"], domain_suffix=p["domain_suffix"],
             driver=get_driver(p["driver"]), wait_timeout=p["wait_timeout"],
         )  # fmt: skip
-        started = time.monotonic()
-        result = run(module, canonical)
-        result["elapsed"] = round(time.monotonic() - started, 3)
-    except (CanonicalError, TransitionError, StateError, ValidationError, AppEnvError) as exc:
-        done = canonical.actions if canonical else []
-        module.fail_json(msg=str(exc), changed=bool(done), actions=done)
-    except SnapshotError as exc:
-        done = canonical.actions if canonical else []
-        module.fail_json(msg=f"canonical of {p['recipe']}: {exc}", changed=bool(done), actions=done)
-    except RecipeError as exc:
-        evidence = {k: getattr(exc, k) for k in ("rc", "stdout", "stderr")
-                    if getattr(exc, k, None) is not None}  # fmt: skip
-        module.fail_json(msg=f"canonical of {p['recipe']}: {exc}", changed=False, **evidence)
-    except SwarmError as exc:
-        done = canonical.actions if canonical else []
-        module.fail_json(
-            msg=f"canonical of {p['recipe']}: {exc.message}",
-            changed=bool(done),
-            actions=done,
-            **exc.evidence(),
-        )
-    except OSError as exc:
-        done = canonical.actions if canonical else []
-        module.fail_json(
-            msg=f"canonical of {p['recipe']}: {exc.strerror} ({exc.filename})",
-            changed=bool(done),
-            actions=done,
-        )
-    module.exit_json(**result)
+        try:
+            return run(module, canonical)
+        except OWN_ERRORS:
+            raise
+        except CcciError as exc:
+            exc.message = f"canonical of {p['recipe']}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
+        except OSError as exc:
+            raise CanonicalError(
+                f"canonical of {p['recipe']}: {exc.strerror or exc} ({exc.filename})"
+            ) from exc
+
+    def done() -> dict:
+        actions = seen["canonical"].actions if "canonical" in seen else []
+        return {"changed": bool(actions), "actions": actions}
+
+    run_module(module, work, elapsed=True, on_failure=done)
 
 
 if __name__ == "__main__":

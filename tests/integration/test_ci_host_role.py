@@ -29,6 +29,7 @@ def _vars(tmp: Path, **extra) -> dict:
         "ccci_systemd_reload": False,
         "ccci_environment_file": str(tmp / "etc" / "ccci" / "env"),
         "ccci_warm_infra": {"keycloak": {}, "traefik": {}},
+        "ccci_proxy_network": "",  # test_proxy_network covers it on the shared engine
     }
     base.update(extra)
     return base
@@ -126,3 +127,25 @@ def test_the_bridge_unit_comes_and_goes_with_ccci_bridge_enabled(tmp_path):
     assert off.rc == 0, off.stdout
     assert not unit.exists()
     assert len(_tree(tmp_path / "units")) == 10
+
+
+def test_proxy_network_is_created_overlay_and_attachable(tmp_path):
+    import subprocess
+    import uuid
+
+    name = f"ccci-proxy-{uuid.uuid4().hex[:8]}"
+    inspect = ["docker", "network", "inspect", "--format", "{{.Driver}} {{.Attachable}}", name]
+    try:
+        settings = _vars(tmp_path, ccci_proxy_network=name)
+        check = converge(tmp_path, settings, check=True, name="check")
+        assert check.rc == 0, check.stdout + check.stderr
+        assert subprocess.run(inspect, capture_output=True).returncode != 0  # check: none
+        first = converge(tmp_path, settings, name="first")
+        assert first.rc == 0, first.stdout + first.stderr
+        assert first.changed == check.changed  # check mode predicted the network too
+        seen = subprocess.run(inspect, capture_output=True, text=True, check=True)
+        assert seen.stdout.split() == ["overlay", "true"]
+        again = converge(tmp_path, settings, name="again")
+        assert again.rc == 0 and again.changed == 0, again.stdout
+    finally:
+        subprocess.run(["docker", "network", "rm", name], capture_output=True)

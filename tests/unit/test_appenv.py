@@ -596,3 +596,62 @@ def test_build_app_env_needs_env_sample_and_valid_domain(tmp_path, messy):
         build_app_env(str(messy), long_domain)
     with pytest.raises(AppEnvError, match="not a valid variable name"):
         build_app_env(str(messy), "messy.example.org", overrides={"BAD-KEY": "x"})
+
+
+def test_secrets_come_from_the_active_compose_files_as_abra_takes_them(tmp_path):
+    (tmp_path / ".env.sample").write_text(
+        "TYPE=r\n"
+        "SECRET_DB_PASSWORD_VERSION=v1 # length=20\n"
+        "#SECRET_ADMIN_PASSWORD_VERSION=v1 # length=48 charset=hex\n"
+        "#SECRET_SMTP_PASSWORD_VERSION=v1 # generate=false\n"
+        "SECRET_OLD_UNUSED_VERSION=v1\n"
+    )
+    (tmp_path / "compose.yml").write_text(
+        "services: {app: {image: x, secrets: [db_password, admin_password]}}\n"
+        "secrets:\n"
+        "  db_password: {external: true, name: '${STACK_NAME}_db_password_${SECRET_DB_PASSWORD_VERSION}'}\n"
+        "  admin_password: {external: true, name: '${STACK_NAME}_admin_password_${SECRET_ADMIN_PASSWORD_VERSION:-v2}'}\n"
+        "  tls_cert: {file: ./cert.pem}\n"
+    )
+    (tmp_path / "compose.smtp.yml").write_text(
+        "services: {app: {secrets: [smtp_password, s3_key]}}\n"
+        "secrets:\n"
+        "  smtp_password: {external: true, name: '${STACK_NAME}_smtp_pass_${SECRET_SMTP_PASSWORD_VERSION}'}\n"
+        "  s3_key: {external: true, name: '${STACK_NAME}_s3_key_${SECRET_S3_KEY}'}\n"
+    )
+    env = {"COMPOSE_FILE": "compose.yml:compose.smtp.yml", "SECRET_SMTP_PASSWORD_VERSION": "v3",
+           "SECRET_S3_KEY": "v7"}  # fmt: skip
+    app = build_app_env(str(tmp_path), "a.ccci.test", env)
+    specs = {s.name: s for s in app.secrets}
+    # .env.sample's unused secret is not created; the file-backed one is stack deploy's
+    assert sorted(specs) == ["admin_password", "db_password", "s3_key", "smtp_password"]
+    assert app.secret_names() == {
+        "db_password": "a_ccci_test_db_password_v1",
+        "admin_password": "a_ccci_test_admin_password_v2",  # the compose default
+        "smtp_password": "a_ccci_test_smtp_pass_v3",  # named unlike its env variable
+        "s3_key": "a_ccci_test_s3_key_v7",  # ${SECRET_S3_KEY}, no _VERSION variable
+    }
+    assert (specs["db_password"].length, specs["admin_password"].length) == (20, 48)
+    assert specs["admin_password"].charset == "hex"
+    assert specs["smtp_password"].generate is False
+    with pytest.raises(AppEnvError, match="generate=false"):
+        app.secret_values({})
+    assert set(app.secret_values({"smtp_password": "x"})) == set(app.secret_names().values())
+    # a version that interpolates to nothing is refused with the variable to set
+    env.pop("SECRET_S3_KEY")
+    with pytest.raises(AppEnvError, match="compose secret 's3_key' has no version"):
+        build_app_env(str(tmp_path), "a.ccci.test", env)
+
+
+def test_version_label_is_interpolated_and_old_labels_of_other_services_ignored():
+    compose = {"services": {
+        "app": {"deploy": {"labels": ["coop-cloud.${STACK_NAME}.version=${COOP_CLOUD_VERSION:-2.6.0+1.21}"]}},
+        "db": {"deploy": {"labels": ["coop-cloud.${STACK_NAME}.db.version=8.0"]}},
+    }}  # fmt: skip
+    assert version_label(compose, "s", env={}).version == "2.6.0+1.21"
+    assert (
+        version_label(compose, "s", env={"COOP_CLOUD_VERSION": "2.7.0+1.22"}).version
+        == "2.7.0+1.22"
+    )
+    only_db = {"services": {"db": compose["services"]["db"]}}
+    assert version_label(only_db, "s", env={}) is None

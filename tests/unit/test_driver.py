@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.coopcloud.ci.plugins.module_utils import _abra
 from ansible_collections.coopcloud.ci.plugins.module_utils import _driver as drv
+from ansible_collections.coopcloud.ci.plugins.module_utils._abra import AbraDriver
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
-    AbraDriver,
     DriverError,
     StackDriver,
 )
@@ -147,8 +148,11 @@ def test_stack_deploy_argv_and_environment(recipe, monkeypatch):
         "coop-cloud.ccci.commit": "fa17446f2e24aa86e32a1d5771f9318b8cc80c40",
         "coop-cloud.ccci.version": "1.1.0+1.29",
     }
+    # the version deployed overwrites the recipe's own label on app, as abra does
+    on_app = {**labels, "coop-cloud.s_ccci_test.version": "1.1.0+1.29"}
     assert overlay["services"] == {
-        n: {"deploy": {"labels": labels}} for n in ("app", "db", "cache")
+        "app": {"deploy": {"labels": on_app}},
+        **{n: {"deploy": {"labels": labels}} for n in ("db", "cache")},
     }
     assert seen["stack"] == "s_ccci_test" and seen["timeout"] == 42
     assert out["changed"] is True and out["attempts"] == 2
@@ -192,7 +196,7 @@ def test_no_compose_files_is_refused(recipe):
 def test_abra_argv():
     abra = AbraDriver(client=FakeClient(), runner=Recorder(), server="ci.example.org")
     assert abra.deploy_argv("t1.ccci.test") == [
-        "abra", "app", "deploy", "-C", "-c", "-f", "-n", "t1.ccci.test"]  # fmt: skip
+        "abra", "app", "deploy", "-C", "-c", "-D", "-f", "-n", "t1.ccci.test"]  # fmt: skip
     assert abra.undeploy_argv("t1.ccci.test") == ["abra", "app", "undeploy", "-n", "t1.ccci.test"]
     assert abra.remove_argv("t1.ccci.test") == ["abra", "app", "remove", "-f", "-n", "t1.ccci.test"]
     assert abra.new_argv("custom-html", "t1.ccci.test", "1.1.0+1.29") == [
@@ -205,7 +209,8 @@ def test_abra_argv():
 def test_abra_deploy_prepares_a_per_run_abra_dir(recipe, tmp_path, monkeypatch):
     runner = Recorder()
     abra_dir = tmp_path / "abra"
-    abra = AbraDriver(client=FakeClient(), runner=runner, server="ci", abra_dir=str(abra_dir))
+    abra = AbraDriver(client=FakeClient(), runner=runner, server="ci", abra_root=str(tmp_path))
+    abra_dir = tmp_path / "t1_ccci_test"
     monkeypatch.setattr(
         abra,
         "wait_converged",
@@ -221,7 +226,7 @@ def test_abra_deploy_prepares_a_per_run_abra_dir(recipe, tmp_path, monkeypatch):
         "t1_ccci_test", str(recipe), ["compose.yml"], env, version="1.1.0+1.29", commit="abc1234"
     )
     call = runner.calls[0]
-    assert call["cmd"] == ["abra", "app", "deploy", "-C", "-c", "-f", "-n", "t1.ccci.test"]
+    assert call["cmd"] == ["abra", "app", "deploy", "-C", "-c", "-D", "-f", "-n", "t1.ccci.test"]
     assert call["env"]["ABRA_DIR"] == str(abra_dir)
     link = abra_dir / "recipes" / "custom-html"
     assert link.is_symlink() and link.resolve() == recipe.resolve()
@@ -235,9 +240,12 @@ def test_abra_deploy_prepares_a_per_run_abra_dir(recipe, tmp_path, monkeypatch):
     ]
 
 
-def test_abra_undeploy_and_remove_argv(monkeypatch):
+def test_abra_undeploy_and_remove_argv(monkeypatch, tmp_path):
     runner = Recorder()
-    abra = AbraDriver(client=FakeClient(), runner=runner)
+    abra = AbraDriver(client=FakeClient(), runner=runner, abra_root=str(tmp_path))
+    servers = tmp_path / "t1_ccci_test" / "servers" / "default"
+    servers.mkdir(parents=True)
+    (servers / "t1.ccci.test.env").write_text("TYPE=custom-html\n")
     from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import ServiceState
 
     deployed = StackState(
@@ -245,6 +253,7 @@ def test_abra_undeploy_and_remove_argv(monkeypatch):
         services=[ServiceState("t1_ccci_test_app", "app", "ccci/web:1.29", 1, 1)],
     )
     monkeypatch.setattr(drv, "read_stack", lambda client, stack: deployed)
+    monkeypatch.setattr(_abra, "read_stack", lambda client, stack: deployed)
     monkeypatch.setattr(abra, "wait_gone", lambda stack, timeout: None)
     monkeypatch.setattr(
         abra,
@@ -257,8 +266,10 @@ def test_abra_undeploy_and_remove_argv(monkeypatch):
         ["abra", "app", "remove", "-f", "-n", "t1.ccci.test"],
     ]
     assert out["removed"]["volumes"] == ["t1_ccci_test_content"]
+    assert {c["env"]["ABRA_DIR"] for c in runner.calls} == {str(tmp_path / "t1_ccci_test")}
+    assert not (tmp_path / "t1_ccci_test").exists()  # the app's ABRA_DIR goes with it
     # nothing deployed: undeploy is a no-op that runs nothing
-    monkeypatch.setattr(drv, "read_stack", lambda client, stack: StackState(stack=stack))
+    monkeypatch.setattr(_abra, "read_stack", lambda client, stack: StackState(stack=stack))
     runner.calls.clear()
     assert abra.undeploy("t1_ccci_test") == {"changed": False, "removed": {}}
     assert runner.calls == []
@@ -350,3 +361,34 @@ def test_free_host_port_is_bindable():
     port = drv.free_host_port()
     with socket.socket() as sock:
         sock.bind(("0.0.0.0", port))
+
+
+def test_host_ports_update_stop_first_and_a_failed_deploy_names_its_secrets(tmp_path):
+    (tmp_path / "compose.yml").write_text(
+        "version: '3.8'\n"
+        "services:\n"
+        "  app: {image: x, deploy: {update_config: {order: start-first}}}\n"
+        "  proxy:\n"
+        "    image: y\n"
+        "    ports: [{target: 80, published: 80, mode: host}]\n"
+        "    deploy: {update_config: {order: start-first}}\n"
+        "  worker: {image: z, deploy: {update_config: {order: start-first}}}\n"
+    )
+    runner = Recorder([(1, "", "secret not found: s_smtp_v1\n")])
+    client = FakeClient()
+    driver = StackDriver(client=client, runner=runner)
+    with pytest.raises(DriverError) as err:
+        driver.deploy(
+            "s", str(tmp_path), ["compose.yml"], {}, secrets={"s_db_v1": "x"},
+            version="v1.0.3", commit="abc", publish={"service": "app", "port": 80, "published": 8080},
+        )  # fmt: skip
+    assert err.value.secrets_created == ["s_db_v1"]  # the teardown needs them
+    assert err.value.rc == 1 and "secret not found" in err.value.stderr
+    overlay = yaml.safe_load((tmp_path / "compose.ccci-labels.yml").read_text())["services"]
+    # both services with a host-mode port go stop-first; the others keep start-first
+    assert overlay["app"]["deploy"]["update_config"] == {"order": "stop-first"}
+    assert overlay["proxy"]["deploy"]["update_config"] == {"order": "stop-first"}
+    assert "update_config" not in overlay["worker"]["deploy"]
+    # the version deployed overwrites the recipe's label on app only
+    assert overlay["app"]["deploy"]["labels"]["coop-cloud.s.version"] == "v1.0.3"
+    assert "coop-cloud.s.version" not in overlay["worker"]["deploy"]["labels"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.coopcloud.ci.plugins.module_utils import _app
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import Driver, DriverError
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     COMMIT_LABEL,
@@ -210,6 +211,17 @@ def test_deploy_failure_carries_evidence(run, driver):
     assert (out["rc"], out["stdout"], out["cmd"][-1]) == (0, "Creating service\n", STACK)
     assert out["resolved"]["ref"] == "broken" and len(out["resolved"]["commit"]) == 40
     assert out["changed"] is True
+    assert out["secrets_created"] == []
+
+
+def test_a_failed_deploy_reports_the_secrets_it_created(run, driver, examples):
+    # the teardown removes what a failed deploy left: it needs the names
+    driver.fail = DriverError(f"stack {STACK} failed to deploy: secret not found")
+    driver.fail.secrets_created = [f"{STACK}_db_password_v1"]
+    notes_dir = str(Path(examples["notes"]["path"]).parent)
+    out = run(recipe="notes", recipes_dir=notes_dir)
+    assert out["failed"] is True and out["changed"] is True
+    assert out["secrets_created"] == [f"{STACK}_db_password_v1"]
 
 
 def test_undeployed_and_absent(run, driver):
@@ -234,13 +246,13 @@ def test_undeployed_and_absent(run, driver):
 
 
 def test_publish_keeps_its_port_and_is_part_of_the_digest(run, driver, monkeypatch):
-    monkeypatch.setattr(recipe_app, "free_host_port", lambda: 31999)
+    monkeypatch.setattr(_app, "free_host_port", lambda: 31999)
     publish = {"service": "app", "port": 80}
     first = run(version="1.0.0+1.28", publish=publish)
     assert first["changed"] is True and first["published_port"] == 31999
     assert driver.published == {"service": "app", "port": 80, "published": 31999}
     # another free port now: the deployed one is reused, so the task is ok
-    monkeypatch.setattr(recipe_app, "free_host_port", lambda: 32000)
+    monkeypatch.setattr(_app, "free_host_port", lambda: 32000)
     again = run(version="1.0.0+1.28", publish=publish)
     assert again["changed"] is False and again["published_port"] == 31999
     assert len(driver.calls) == 1

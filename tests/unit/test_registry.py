@@ -126,10 +126,10 @@ def test_first_seed_writes_every_field(reg):
 
 
 def test_reseed_keeps_history_and_first_seed(reg, monkeypatch):
-    monkeypatch.setattr(registry_mod, "utc_now", lambda: "2026-01-01T00:00:00Z")
+    monkeypatch.setattr(registry_mod, "stamp", lambda: "2026-01-01T00:00:00Z")
     seeded(reg)
     reg.set_status("seeding", "c3d4e5")
-    monkeypatch.setattr(registry_mod, "utc_now", lambda: "2026-02-01T00:00:00Z")
+    monkeypatch.setattr(registry_mod, "stamp", lambda: "2026-02-01T00:00:00Z")
     data = seeded(
         reg,
         version="1.2.0+1.30",

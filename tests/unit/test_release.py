@@ -252,3 +252,18 @@ def test_negated_and_real_mention_in_one_text_still_holds():
 
 def test_none_notes_is_no_phrase():
     assert find_phrases(None) == []
+
+
+def test_major_hold_carries_the_full_notes_of_every_crossed_version():
+    texts = {
+        "1.3.0+1.30": "Adds a setting.\n\nNothing else changes.",
+        "2.0.0+1.30": "The database moves to a new major version.",
+    }
+    d = decide("1.2.0+1.30", "2.0.0+1.30", notes(texts), [*TAGS, "1.3.0+1.30"])
+    assert d.verdict == HELD_MAJOR
+    assert d.matched_phrases == {}  # no phrase matched: the notes are kept all the same
+    assert d.notes == texts
+    assert all(text in d.notes_text() for text in texts.values())
+    # without a major crossing, notes that ask for nothing do not hold
+    d = decide("1.2.0+1.30", "1.3.0+1.30", notes(texts), [*TAGS, "1.3.0+1.30"])
+    assert d.verdict == PROCEED and d.notes == {}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -42,5 +43,27 @@ def test_read_json_names_the_file(tmp_path):
     assert state.read_json(str(tmp_path / "missing.json"), default=None) is None
 
 
-def test_utc_now_format():
-    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", state.utc_now())
+def test_one_clock_one_text_form_one_parser():
+    now = state.utc_now()
+    assert now.tzinfo is not None and now.utcoffset() == datetime.timedelta(0)
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", state.stamp())
+    moment = datetime.datetime(2026, 11, 26, 23, 38, 1, 123456, tzinfo=datetime.UTC)
+    assert state.stamp(moment) == "2026-11-26T23:38:01Z"
+    for text in (
+        "2026-11-26T23:38:01.123456789Z",  # Docker, nanoseconds
+        "2026-11-27T00:38:01.123456+01:00",
+        "2026-11-26T23:38:01.123456",  # naive = UTC
+        "2026-11-26t23:38:01.123456z",
+        moment,
+    ):
+        assert state.parse_time(text) == moment, text
+    for text in (None, "", "0001-01-01T00:00:00Z", "yesterday", 7):
+        assert state.parse_time(text) is None
+
+
+def test_recipe_paths_are_the_spec_layout():
+    paths = state.RecipePaths("/var/lib/x", "custom-html")
+    assert paths.directory == "/var/lib/x/custom-html"
+    assert paths.registry == "/var/lib/x/custom-html/canonical.json"
+    assert paths.snapshot == "/var/lib/x/custom-html/snapshot"
+    assert paths.lock == "/var/lib/x/custom-html/lock"

@@ -444,3 +444,30 @@ def test_parse_time():
     assert sw.parse_time("2026-11-26T23:38:01Z") == datetime.datetime(
         2026, 11, 26, 23, 38, 1, tzinfo=datetime.UTC
     )
+
+
+def test_an_update_in_progress_quotes_the_task_that_cannot_start():
+    # start-first with a host-mode port on one node: the old task runs, the new one waits
+    old = task("s_ccci_test_app", image="ccci/web:1.28", current=False, t=1)
+    new = task(
+        "s_ccci_test_app", state="pending", image="ccci/web:1.29", t=5,
+        error="no suitable node (host-mode port already in use on 1 node)",
+    )  # fmt: skip
+    svc = service("app", [old, new], image="ccci/web:1.29", update="updating")
+    svc.update_message = "update in progress"
+    ok, reason = sw.converged(stack(svc))
+    assert not ok
+    assert reason.startswith("service s_ccci_test_app: update updating (update in progress); task")
+    assert "host-mode port already in use on 1 node" in reason
+
+
+def test_old_per_service_version_labels_count_on_app_only():
+    db = service(
+        "db", [task("s_ccci_test_db")], labels={"coop-cloud.s_ccci_test.db.version": "8.0"}
+    )
+    assert sw.deployed_version(stack(db)) is None  # the db image's tag, not the recipe's
+    app = service(
+        "app", [task("s_ccci_test_app")],
+        labels={"coop-cloud.s_ccci_test.app.version": "1.2.0+5.8-6c8b33e3"},
+    )  # fmt: skip
+    assert sw.deployed_version(stack(db, app)) == "1.2.0+5.8"

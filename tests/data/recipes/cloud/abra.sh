@@ -1,0 +1,1 @@
+export NGINX_CONFIG_VERSION=v3
