@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 from support.ci_host import CCCI, ROOT, converge, verify_units
 
+# Renders the units by running the ci_host role in plays: make test runs it,
+# make check leaves it out (-m 'not slow').
+pytestmark = pytest.mark.slow
+
 
 def _units(unit_dir: Path) -> dict[str, configparser.ConfigParser]:
     out = {}

@@ -410,6 +410,7 @@ def _break_worker(state_dir: str, index: int, owner: int, barrier, results) -> N
         results.put(("lost", f"{index:06x}", exc.holder["run_id"]))
 
 
+@pytest.mark.slow  # processes racing
 def test_processes_racing_to_break_a_stale_lock_only_one_wins(lock):
     ctx = multiprocessing.get_context("fork")
     workers = 6

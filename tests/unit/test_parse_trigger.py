@@ -80,6 +80,7 @@ def test_the_filter_is_registered_under_its_name():
     assert FilterModule().filters() == {"parse_trigger": parse_trigger}
 
 
+@pytest.mark.slow  # runs ansible
 def test_through_real_ansible_templating(tmp_path):
     """`{{ comment | coopcloud.ci.parse_trigger }}` in a play run by ansible-runner."""
     comments = [c for c, _ in CASES if not isinstance(c, bytes)]
@@ -224,6 +225,7 @@ def run_trigger_step(tmp_path, **env) -> tuple[int, str]:
     return proc.returncode, mode.read_text() if mode.exists() else proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # runs ansible
 @pytest.mark.parametrize(
     ("env", "rc", "mode"),
     [
