@@ -102,7 +102,8 @@ def test_a_held_lock_fails_after_the_bounded_wait_naming_the_holder(lock):
 def test_timeout_zero_is_one_look(lock):
     plant(lock)
     began = time.monotonic()
-    with pytest.raises(LockTimeout, match="waited 0 s"):
+    # one look: no wait, only the look itself (milliseconds; more on a loaded machine)
+    with pytest.raises(LockTimeout, match=r"waited 0(\.\d+)? s"):
         lock.acquire("ffffff", timeout=0, owner_pid=ME)
     assert time.monotonic() - began < 0.5
 
