@@ -6,10 +6,18 @@ BIN   := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: help venv constraints changelog sanity host test unit integration molecule lint docs build demo demo-pr verify bench clean
+.PHONY: help venv constraints changelog sanity host test check unit lint-fast integration molecule lint docs build demo demo-pr verify bench clean
+
+# pytest-xdist: worker processes, and tests of one xdist_group on one worker (tests that
+# share a module-scoped set-up, or act on something host-wide). The suite waits mostly on
+# the Docker engine, so more workers than cores pays.
+XDIST ?= -n 3 --dist loadgroup
+# The smoke test of make check: real plays, the settings from an inventory, no swarm.
+SMOKE ?= tests/integration/test_inventory_settings.py
 
 help:
 	@echo "make test    the whole suite (sets up docker, swarm, images, virtualenv)"
+	@echo "make check   the everyday tier: lint, unit tests and one smoke test (minutes)"
 	@echo "make demo    the main job on the bundled example recipe"
 	@echo "make demo-pr a PR comment to a verdict on the PR (!testme, !testme --quick, a fork)"
 	@echo "make verify  prove the whole chain on the real swarm, item by item (WC9)"
@@ -48,12 +56,16 @@ changelog: venv
 host:
 	scripts/setup-host
 
-lint: venv
+# lint-fast: what make check runs; lint adds ansible-test sanity on the built collection
+# (about 5 minutes, 8 on its first run).
+lint-fast: venv
 	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge
 	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge
 	$(BIN)/ansible-lint -q playbooks roles extensions docs/drone.example.yml
 	$(PY) scripts/gen-reference --check
 	$(BIN)/antsibull-changelog lint
+
+lint: lint-fast
 	BIN=$(abspath $(BIN)) scripts/sanity
 
 docs: venv
@@ -63,14 +75,22 @@ molecule: venv
 	$(BIN)/molecule test --all
 
 unit: venv
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -n 2 tests/unit
+
+# The unit tests marked slow (they run plays, ansible-doc or many processes) are left to
+# make test.
+check: venv lint-fast
+	$(BIN)/pytest -q -n 2 -m "not slow" tests/unit $(SMOKE)
 
 integration: venv host
 	$(BIN)/pytest tests/integration
 
+# molecule's quick scenario proves what tests/integration/test_quick_lane.py's quick PASS
+# already does (the known-good unmoved, byte for byte): make molecule runs it, make test
+# runs the ci_host scenario only.
 test: venv host lint
-	$(BIN)/pytest tests
-	$(BIN)/molecule test --all
+	$(BIN)/pytest $(XDIST) --durations=20 tests
+	$(BIN)/molecule test -s ci_host
 
 build: venv
 	mkdir -p .build

@@ -232,3 +232,104 @@ def decide(
                 "takes exactly the version to proceed to)"
             )
     return decision
+
+
+# --- the reconcile plan -------------------------------------------------------------------
+
+#: What a reconcile of one warm infrastructure target does (docs/reconcile.md, "Decisions").
+FINISH = "finish"  # an interrupted upgrade had finished: commit it as the last-good
+RECOVER = "recover"  # an interrupted upgrade had not: roll it back
+UNHEALTHY = "unhealthy"  # something runs and is not healthy: alert, change nothing
+INSTALL = "install"  # nothing runs and nothing is recorded: first install of the latest
+HOLD = "hold"  # the gate holds the latest: alert, change nothing
+NOOP_HEALTHY = "noop"  # up to date (or the latest already rolled back) and healthy
+REATTACH = "reattach"  # the last-good is not deployed: redeploy it
+UPGRADE = "upgrade"  # move to the latest behind the health gate
+PLANS = (FINISH, RECOVER, UNHEALTHY, INSTALL, HOLD, NOOP_HEALTHY, REATTACH, UPGRADE)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a reconcile found before deciding (read, never changed).
+
+    ``running`` is what runs at the target's domain (``state``, ``version``, ``commit``:
+    recipe_app's diff ``before``), ``healthy`` whether its probe answered healthy, and
+    ``last_good`` the target's last-good record (``version``, ``commit``, and ``attempt``
+    or ``failed`` when an upgrade broke off or rolled back) or ``None``.
+    """
+
+    running: dict
+    healthy: bool
+    last_good: dict | None
+
+    @property
+    def deployed(self) -> bool:
+        return self.running.get("state") == "deployed"
+
+    @property
+    def healthy_now(self) -> bool:
+        return self.deployed and bool(self.healthy)
+
+    @property
+    def attempt(self) -> dict | None:
+        return (self.last_good or {}).get("attempt") or None
+
+    def current(self) -> str:
+        """The version a reconcile moves from: what runs when it is healthy, else the last-good."""
+        if self.healthy_now and self.running.get("version"):
+            return self.running["version"]
+        return (self.last_good or {}).get("version") or ""
+
+    def asks_the_gate(self) -> bool:
+        """The gate is asked only when no upgrade broke off and there is a version to move from."""
+        return not self.attempt and bool(self.current())
+
+    def retry_refused(self, latest: str, accept: str | None) -> bool:
+        """The latest version rolled back here before and the operator did not accept it again."""
+        failed = (self.last_good or {}).get("failed")
+        return isinstance(failed, dict) and failed.get("version") == latest and accept != latest
+
+
+def reconcile_plan(
+    seen: Observed, verdict: str | None, latest: str, accept: str | None = None
+) -> str:
+    """The one plan of :data:`PLANS` for a target, from what was seen and the gate's verdict.
+
+    ``verdict`` is the release gate's verdict from :meth:`Observed.current` to ``latest``,
+    or ``None`` when the gate was not asked (:meth:`Observed.asks_the_gate`).
+    """
+    attempt = seen.attempt
+    if attempt:
+        same = seen.healthy_now and seen.running.get("commit") == attempt.get("commit")
+        return FINISH if same else RECOVER
+    if not seen.current():
+        return UNHEALTHY if seen.deployed else INSTALL
+    if verdict in (HELD_MAJOR, HELD_MANUAL):
+        return UNHEALTHY if seen.deployed and not seen.healthy_now else HOLD
+    if verdict == NOOP or seen.retry_refused(latest, accept):
+        if seen.healthy_now:
+            return NOOP_HEALTHY
+        return UNHEALTHY if seen.deployed else REATTACH
+    return UPGRADE
+
+
+def reconcile_decision(
+    seen: Observed, verdict: str | None, latest: str, accept: str | None = None
+) -> dict:
+    """The plan with what the reconcile's steps need: the version to move from, whether a
+    retry of the latest is refused, and the version to deploy (``reattach`` redeploys the
+    last-good at its commit and is carried out as an ``upgrade``)."""
+    plan = reconcile_plan(seen, verdict, latest, accept)
+    last_good = seen.last_good or {}
+    reattach = plan == REATTACH
+    return {
+        "plan": UPGRADE if reattach else plan,
+        "reattach": reattach,
+        "current": seen.current(),
+        "retry_refused": seen.retry_refused(latest, accept),
+        "deploy": (
+            {"version": last_good.get("version"), "ref": last_good.get("commit")}
+            if reattach
+            else {"version": latest, "ref": latest}
+        ),
+    }

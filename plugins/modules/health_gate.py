@@ -44,8 +44,39 @@ options:
       - The URL to C(GET), C(http://) or C(https://). Redirects are not followed (list
         C(301) or C(302) in O(status) to accept one).
       - Proxy environment variables are ignored; the probe connects directly.
-      - At least one of O(url), O(stack) and O(domain) is required.
+      - At least one of O(url), O(base_url), O(stack) and O(domain) is required.
     type: str
+  base_url:
+    description:
+      - With O(health), the app's URL without a path (V(https://app.example.org)); the
+        probe then C(GET)s O(base_url) followed by C(path) of O(health). Ignored when
+        O(url) is given.
+    type: str
+  health:
+    description:
+      - A catalog entry's C(health) mapping, taken whole (see C(catalog/README.md)).
+        C(path) (with O(base_url)), C(status), C(body), C(timeout) and C(interval) stand
+        for O(url), O(status), O(body), O(wait_timeout) and O(wait_sleep).
+      - An option given explicitly wins over its key here.
+    type: dict
+    suboptions:
+      path:
+        description: The health path, appended to O(base_url).
+        type: str
+        default: /
+      status:
+        description: As O(status).
+        type: list
+        elements: int
+      body:
+        description: As O(body).
+        type: str
+      timeout:
+        description: As O(wait_timeout) (whole seconds; a fraction is dropped).
+        type: float
+      interval:
+        description: As O(wait_sleep).
+        type: float
   resolve:
     description:
       - As curl's C(--resolve), C(host:port:address) - connect to C(address:port) for
@@ -64,9 +95,9 @@ options:
   status:
     description:
       - The HTTP status codes that count as healthy.
+      - Default is C(status) of O(health), else V([200]).
     type: list
     elements: int
-    default: [200]
   body:
     description:
       - A Python regular expression that must be found (C(re.search)) in the body, for
@@ -132,13 +163,13 @@ options:
   wait_timeout:
     description:
       - Seconds to wait for the target to become healthy.
+      - Default is C(timeout) of O(health), else V(120).
     type: int
-    default: 120
   wait_sleep:
     description:
       - Seconds between two rounds of probes.
+      - Default is C(interval) of O(health), else V(2).
     type: float
-    default: 2
   fail_on_unhealthy:
     description:
       - V(true) fails the task when the target is not healthy.
@@ -182,6 +213,14 @@ EXAMPLES = r"""
     body: '1\.29'
     wait_timeout: 300
   register: health
+
+- name: Gate a recipe app as its catalog entry says (path, status, body, timeout, interval)
+  coopcloud.ci.health_gate:
+    domain: "{{ app_domain }}"
+    commit: "{{ app.commit }}"
+    base_url: "https://{{ app_domain }}"
+    resolve: "{{ app_domain }}:443:127.0.0.1"
+    health: "{{ catalog.entry.health }}"
 
 - name: Upgrade warm infrastructure behind the gate, roll back when it stays unhealthy
   block:
@@ -338,6 +377,29 @@ def docker_client():
     return docker.from_env()
 
 
+#: option -> (its key in the health mapping, its default)
+_FROM_HEALTH = {
+    "status": ("status", [200]),
+    "body": ("body", None),
+    "wait_timeout": ("timeout", 120),
+    "wait_sleep": ("interval", 2.0),
+}
+
+
+def with_health(params: dict) -> dict:
+    """The options with O(health) and O(base_url) filled in where not given explicitly."""
+    health = params.get("health") or {}
+    out = dict(params)
+    for option, (key, default) in _FROM_HEALTH.items():
+        if out.get(option) is None:
+            value = health.get(key)
+            out[option] = default if value is None else value
+    out["wait_timeout"] = int(out["wait_timeout"])
+    if not out.get("url") and out.get("base_url"):
+        out["url"] = out["base_url"].rstrip("/") + (health.get("path") or "/")
+    return out
+
+
 def build_checks(params: dict) -> list:
     checks: list = []
     stack = params["stack"]
@@ -374,9 +436,20 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "url": {"type": "str"},
+            "base_url": {"type": "str"},
+            "health": {
+                "type": "dict",
+                "options": {
+                    "path": {"type": "str", "default": "/"},
+                    "status": {"type": "list", "elements": "int"},
+                    "body": {"type": "str"},
+                    "timeout": {"type": "float"},
+                    "interval": {"type": "float"},
+                },
+            },
             "resolve": {"type": "str"},
             "host_header": {"type": "str"},
-            "status": {"type": "list", "elements": "int", "default": [200]},
+            "status": {"type": "list", "elements": "int"},
             "body": {"type": "str"},
             "validate_certs": {"type": "bool", "default": True},
             "ca_path": {"type": "path"},
@@ -388,15 +461,15 @@ def main() -> None:
             "images": {"type": "dict"},
             "require_healthy": {"type": "bool", "default": True},
             "max_task_failures": {"type": "int", "default": 0},
-            "wait_timeout": {"type": "int", "default": 120},
-            "wait_sleep": {"type": "float", "default": 2},
+            "wait_timeout": {"type": "int"},
+            "wait_sleep": {"type": "float"},
             "fail_on_unhealthy": {"type": "bool", "default": True},
         },
-        required_one_of=[("url", "stack", "domain")],
+        required_one_of=[("url", "base_url", "stack", "domain")],
         mutually_exclusive=[("stack", "domain")],
         supports_check_mode=True,
     )
-    params = module.params
+    params = with_health(module.params)
     if params["wait_timeout"] < 0 or params["wait_sleep"] <= 0:
         module.fail_json(msg="wait_timeout must be 0 or more and wait_sleep more than 0 seconds")
     try:

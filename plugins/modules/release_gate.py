@@ -63,8 +63,32 @@ options:
   current:
     description:
       - The deployed version, or the recorded last-good when nothing healthy is deployed.
+      - Required unless O(reconcile) is given (then the version to move from is derived
+        from it).
     type: str
-    required: true
+  reconcile:
+    description:
+      - What a reconcile of warm infrastructure found, to get its plan back as RV(reconcile)
+        (the decision of C(roles/reconcile), made in Python and unit-tested).
+      - C(running) is what runs at the target's domain (C(state), C(version), C(commit)),
+        C(healthy) whether it answered its probe, C(last_good) the target's last-good
+        record or V(null).
+      - The version to move from is what runs when it is healthy, else the last-good's
+        version. The gate is asked only when there is one and no earlier upgrade broke off
+        (its C(attempt)); otherwise RV(verdict) is V(null) and no notes are read.
+    type: dict
+    suboptions:
+      running:
+        description: What runs (C(state) V(deployed) or not, C(version), C(commit)).
+        type: dict
+        required: true
+      healthy:
+        description: Whether what runs answered its health probe.
+        type: bool
+        default: false
+      last_good:
+        description: The last-good record (C(version), C(commit), C(attempt), C(failed)) or V(null).
+        type: dict
   candidate:
     description:
       - The version to move to. Default is the recipe's latest version tag (after the
@@ -130,12 +154,14 @@ EXAMPLES = r"""
 
 RETURN = r"""
 verdict:
-  description: V(proceed), V(held-major), V(held-manual-migration) or V(noop).
+  description:
+    - V(proceed), V(held-major), V(held-manual-migration) or V(noop).
+    - V(null) when O(reconcile) is given and the gate was not asked (see there).
   returned: always
   type: str
   sample: held-manual-migration
 current:
-  description: The current version as given.
+  description: The current version as given (or as derived from O(reconcile)).
   returned: always
   type: str
   sample: 1.1.0+1.29
@@ -183,6 +209,26 @@ fetched:
   returned: always
   type: bool
   sample: true
+reconcile:
+  description:
+    - With O(reconcile), the plan. C(plan) is one of V(finish) (an interrupted upgrade
+      finished, commit it), V(recover) (it did not, roll it back), V(unhealthy) (what runs
+      is not healthy, alert and change nothing), V(install) (nothing runs, nothing recorded),
+      V(hold) (the gate holds), V(noop) (up to date and healthy, or the latest rolled back
+      here before and is not accepted again), V(upgrade) (move to the latest behind the
+      health gate; also the redeploy of a last-good that is not deployed, then
+      C(reattach) is V(true)).
+    - C(current) is the version it moves from, C(retry_refused) whether the latest rolled
+      back here before and O(accept) does not name it, C(deploy) the C(version) and C(ref)
+      to deploy.
+  returned: when O(reconcile) is given
+  type: dict
+  sample:
+    plan: upgrade
+    reattach: false
+    current: 1.1.0+1.29
+    retry_refused: false
+    deploy: {version: 1.2.0+1.30, ref: 1.2.0+1.30}
 alert:
   description:
     - The alert a hold should raise, ready for M(coopcloud.ci.warm_alert) (kind =
@@ -203,7 +249,19 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
 from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeError, RecipeRepo
-from ansible_collections.coopcloud.ci.plugins.module_utils._release import decide
+from ansible_collections.coopcloud.ci.plugins.module_utils._release import (
+    Observed,
+    decide,
+    reconcile_decision,
+)
+
+
+def _observed(given: dict | None) -> Observed | None:
+    if given is None:
+        return None
+    return Observed(
+        running=given["running"], healthy=given["healthy"], last_good=given["last_good"]
+    )
 
 
 def run(module: AnsibleModule) -> dict:
@@ -219,7 +277,23 @@ def run(module: AnsibleModule) -> dict:
                 "candidate version",
                 changed=False,
             )
-        decision = decide(p["current"], candidate, repo.release_notes, tags, accept=p["accept"])
+        seen = _observed(p["reconcile"])
+        current = seen.current() if seen is not None else p["current"]
+        if seen is not None and not seen.asks_the_gate():
+            return {
+                "verdict": None,
+                "current": current,
+                "candidate": candidate,
+                "reasons": [],
+                "notes": {},
+                "notes_text": "",
+                "matched_phrases": {},
+                "versions_checked": [],
+                "accepted": False,
+                "fetched": fetched,
+                "reconcile": reconcile_decision(seen, None, candidate, p["accept"]),
+            }
+        decision = decide(current, candidate, repo.release_notes, tags, accept=p["accept"])
     except RecipeError as exc:
         module.fail_json(
             msg=str(exc), rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, changed=False
@@ -228,6 +302,8 @@ def run(module: AnsibleModule) -> dict:
         module.fail_json(msg=f"release gate of recipe {p['recipe']!r}: {exc}", changed=False)
     result = decision.as_dict()
     result["fetched"] = fetched
+    if seen is not None:
+        result["reconcile"] = reconcile_decision(seen, decision.verdict, candidate, p["accept"])
     if decision.held:
         result["alert"] = {
             "kind": decision.verdict,
@@ -245,12 +321,22 @@ def main() -> None:
         argument_spec={
             "recipe": {"type": "str", "required": True},
             "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
-            "current": {"type": "str", "required": True},
+            "current": {"type": "str"},
+            "reconcile": {
+                "type": "dict",
+                "options": {
+                    "running": {"type": "dict", "required": True},
+                    "healthy": {"type": "bool", "default": False},
+                    "last_good": {"type": "dict"},
+                },
+            },
             "candidate": {"type": "str"},
             "accept": {"type": "str"},
             "fetch": {"type": "bool", "default": True},
             "target": {"type": "str"},
         },
+        required_one_of=[("current", "reconcile")],
+        mutually_exclusive=[("current", "reconcile")],
         supports_check_mode=True,
     )
     module.exit_json(changed=False, **run(module))

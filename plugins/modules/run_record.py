@@ -103,6 +103,7 @@ options:
     description:
       - With O(state=finished), why the run could not run; makes the verdict V(ERROR)
         unless a stage failed.
+      - With the other states, the errors so far: counted in RV(verdict_so_far) only.
     type: str
   canonical_before:
     description:
@@ -228,6 +229,14 @@ verdict:
   returned: success
   type: str
   sample: PASS
+verdict_so_far:
+  description:
+    - The verdict the record would get if it were closed now with O(error) (a lane
+      reports it before its clean-up, e.g. the QUICK VERDICT line); the same rule as
+      RV(verdict). Once finished, RV(verdict).
+  returned: success
+  type: str
+  sample: FAIL
 summary:
   description: A short human summary - what ran, mode and confidence, each stage, verdict, timings.
   returned: success
@@ -277,6 +286,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
     run_time,
     summary_lines,
     verdict_line,
+    verdict_of,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     StateError,
@@ -443,7 +453,11 @@ def main() -> None:
         except OSError as exc:
             module.fail_json(msg=f"run record {path} cannot be written: {exc}", path=path)
     result.update(
-        changed=changed, record=after, verdict=after["verdict"], summary=summary_lines(after)
+        changed=changed,
+        record=after,
+        verdict=after["verdict"],
+        verdict_so_far=after["verdict"] or verdict_of(after["stages"], p["error"]),
+        summary=summary_lines(after),
     )
     if state == "finished":
         result["verdict_line"] = verdict_line(after)

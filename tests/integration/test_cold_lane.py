@@ -29,7 +29,8 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     stack_name,
 )
 
-pytestmark = pytest.mark.swarm
+# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
+pytestmark = [pytest.mark.swarm, pytest.mark.xdist_group("test_cold_lane")]
 
 SUFFIX = "ccci.test"
 STAGES = ["install", "upgrade", "serving", "overlay", "custom"]

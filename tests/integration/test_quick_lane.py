@@ -37,7 +37,8 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import Registry
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import tree_digest
 
-pytestmark = [pytest.mark.swarm, pytest.mark.slow]
+# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
+pytestmark = [pytest.mark.swarm, pytest.mark.slow, pytest.mark.xdist_group("test_quick_lane")]
 
 HTML = "custom-html"
 NOTES = "notes"

@@ -30,7 +30,8 @@ from support.sso_recipe import make_sso_site
 from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import derive_secret
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import cold_domain, stack_name
 
-pytestmark = [pytest.mark.swarm, pytest.mark.slow]
+# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
+pytestmark = [pytest.mark.swarm, pytest.mark.slow, pytest.mark.xdist_group("test_sso_lanes")]
 
 RECIPE = "sso-site"
 SUFFIX = "ccci.test"

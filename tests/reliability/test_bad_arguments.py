@@ -25,7 +25,8 @@ from support.ansible import dump, run_playbook
 
 from reliability.world import World, differences
 
-pytestmark = pytest.mark.swarm
+# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
+pytestmark = [pytest.mark.swarm, pytest.mark.xdist_group("test_bad_arguments")]
 
 SUFFIX = "ccci.test"
 PLAY_WORKERS = 3

@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 from support.warmbed import HTML, NOTES, Bed, at_rest, make_catalog, run_id, unmoved
 
-pytestmark = [pytest.mark.swarm, pytest.mark.slow]
+# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
+pytestmark = [pytest.mark.swarm, pytest.mark.slow, pytest.mark.xdist_group("test_concurrency")]
 
 # (run, recipe, ref key of the examples fixture, expected verdict)
 RUNS = [

@@ -48,7 +48,8 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import cold_do
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import Registry
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotError
 
-pytestmark = [pytest.mark.swarm, pytest.mark.slow]
+# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
+pytestmark = [pytest.mark.swarm, pytest.mark.slow, pytest.mark.xdist_group("test_crashes")]
 
 # (case, recipe, play, crash point, what the case starts from, status right after the kill)
 # - play "quick": quick.yml at the recipe's previous (healthy) tag;

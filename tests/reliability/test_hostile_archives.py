@@ -30,7 +30,8 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import tree
 from reliability.play import run_tasks
 from reliability.world import World, differences
 
-pytestmark = [pytest.mark.swarm]
+# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
+pytestmark = [pytest.mark.swarm, pytest.mark.xdist_group("test_hostile_archives")]
 
 SNAP = "coopcloud.ci.volume_snapshot"
 NS = "com.docker.stack.namespace"

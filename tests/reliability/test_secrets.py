@@ -47,7 +47,8 @@ from support.warmbed import ANSIBLE_PLAYBOOK, NOTES, ROOT, Bed, make_catalog, pl
 from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import AlertStore
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import cold_domain, stack_name
 
-pytestmark = [pytest.mark.swarm, pytest.mark.slow]
+# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
+pytestmark = [pytest.mark.swarm, pytest.mark.slow, pytest.mark.xdist_group("test_secrets")]
 
 SSO = "sso-site"
 INFRA = "warm-proxy"

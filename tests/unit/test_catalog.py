@@ -354,6 +354,7 @@ def run_custom(recipe: str, base_url: str, domain: str) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.slow  # runs the recipes' test scripts
 def test_custom_html_tests_pass_on_a_good_site_and_fail_on_a_wrong_one(site):
     root, base = site
     (root / "index.html").write_text("<h1>cust-abc123.ci.example</h1>\n")
@@ -371,12 +372,14 @@ def test_custom_html_tests_pass_on_a_good_site_and_fail_on_a_wrong_one(site):
     assert "1 failed, 1 passed" in not_initialised.stdout, not_initialised.stdout
 
 
+@pytest.mark.slow  # runs the recipes' test scripts
 def test_custom_tests_fail_without_their_environment():
     result = run_custom("custom-html", "", "")
     assert result.returncode == 1
     assert "CCCI_BASE_URL is not set" in result.stdout
 
 
+@pytest.mark.slow  # runs the recipes' test scripts
 def test_notes_tests_pass_on_a_serving_front_and_fail_when_nothing_answers(site):
     _root, base = site
     good = run_custom("notes", base, "note-abc123.ci.example")

@@ -19,6 +19,10 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._bridge import Bridge
 
 BRIDGE_SECRET = "bridge-S3cret-" + "9f3a"
 
+# Renders the units by running the ci_host role in plays: make test runs it,
+# make check leaves it out (-m 'not slow').
+pytestmark = pytest.mark.slow
+
 
 def _units(unit_dir: Path) -> dict[str, configparser.ConfigParser]:
     out = {}

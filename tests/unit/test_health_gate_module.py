@@ -123,7 +123,7 @@ def test_resolve_and_status_list(capsys):
 @pytest.mark.parametrize(
     ("args", "msg"),
     [
-        ({}, "one of the following is required: url, stack, domain"),
+        ({}, "one of the following is required: url, base_url, stack, domain"),
         ({"stack": "a", "domain": "a.b"}, "parameters are mutually exclusive: stack|domain"),
         (
             {"url": "http://a.test/", "resolve": "b.test:80:127.0.0.1"},
@@ -186,4 +186,36 @@ def test_no_docker_engine_is_one_sentence(capsys, monkeypatch):
     assert rc == 1
     assert out["msg"] == (
         "cannot gate stack s: no Docker engine answers (Error while fetching server API version)"
+    )
+
+
+def test_a_catalog_health_mapping_stands_for_the_options(capsys):
+    """health= takes a catalog entry's health whole: path, status, body, timeout, interval."""
+    health = {"path": "/app-version", "status": [200, 204], "body": r"1\.29",
+              "timeout": 1.0, "interval": 0.05}  # fmt: skip
+    with ScriptedServer(lambda n: (204, "") if n < 1 else (200, "<p>1.28</p>")) as web:
+        base = f"http://127.0.0.1:{web.port}/"
+        rc, out = run({"base_url": base, "health": health}, capsys)
+        url = f"http://127.0.0.1:{web.port}/app-version"
+        # status and body from the mapping: 204 is healthy only with its body
+        assert rc == 1 and out["msg"].startswith(f"{url} did not become healthy within 1 s")
+        assert "did not match /1\\.29/" in out["msg"] and out["attempts"] > 2
+        assert web.seen[0].path == "/app-version"
+        # an explicit option wins over its key in the mapping
+        rc, out = run(
+            {"base_url": base, "health": health, "body": "1.28", "wait_sleep": 0.01}, capsys
+        )
+    assert rc == 0 and out["healthy"], out
+
+
+def test_with_health_fills_only_what_is_not_given():
+    params = {"url": None, "base_url": "http://h:1", "status": None, "body": None,
+              "wait_timeout": 5, "wait_sleep": None, "health": {"path": "/x", "status": None,
+              "body": None, "timeout": 99.0, "interval": None}}  # fmt: skip
+    out = health_gate.with_health(params)
+    assert out["url"] == "http://h:1/x" and out["status"] == [200] and out["body"] is None
+    assert (out["wait_timeout"], out["wait_sleep"]) == (5, 2.0)
+    assert (
+        health_gate.with_health({**params, "health": None, "wait_timeout": None})["wait_timeout"]
+        == 120
     )

@@ -102,7 +102,8 @@ def test_a_held_lock_fails_after_the_bounded_wait_naming_the_holder(lock):
 def test_timeout_zero_is_one_look(lock):
     plant(lock)
     began = time.monotonic()
-    with pytest.raises(LockTimeout, match="waited 0 s"):
+    # one look: no wait, only the look itself (milliseconds; more on a loaded machine)
+    with pytest.raises(LockTimeout, match=r"waited 0(\.\d+)? s"):
         lock.acquire("ffffff", timeout=0, owner_pid=ME)
     assert time.monotonic() - began < 0.5
 
@@ -410,6 +411,7 @@ def _break_worker(state_dir: str, index: int, owner: int, barrier, results) -> N
         results.put(("lost", f"{index:06x}", exc.holder["run_id"]))
 
 
+@pytest.mark.slow  # processes racing
 def test_processes_racing_to_break_a_stale_lock_only_one_wins(lock):
     ctx = multiprocessing.get_context("fork")
     workers = 6

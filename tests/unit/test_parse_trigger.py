@@ -77,6 +77,7 @@ def test_the_filter_is_registered_under_its_name():
     assert FilterModule().filters() == {"parse_trigger": parse_trigger}
 
 
+@pytest.mark.slow  # runs ansible
 def test_through_real_ansible_templating(tmp_path):
     """`{{ comment | coopcloud.ci.parse_trigger }}` in a play run by ansible-runner."""
     comments = [c for c, _ in CASES if not isinstance(c, bytes)]

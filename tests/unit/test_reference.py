@@ -335,6 +335,7 @@ def run(collections, out, *extra):
     return subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # runs ansible-doc over the plugins (make lint's --check does too)
 def test_generate_then_check_is_clean_and_byte_identical(fake):
     collections, _root, out = fake
     first = run(collections, out)
@@ -353,6 +354,7 @@ def test_generate_then_check_is_clean_and_byte_identical(fake):
     assert (check.returncode, check.stderr) == (0, "")
 
 
+@pytest.mark.slow  # runs ansible-doc over the plugins (make lint's --check does too)
 def test_check_names_the_stale_page_and_says_what_to_run(fake):
     collections, _root, out = fake
     assert run(collections, out).returncode == 0
@@ -367,6 +369,7 @@ def test_check_names_the_stale_page_and_says_what_to_run(fake):
     assert run(collections, out, "--check").returncode == 0
 
 
+@pytest.mark.slow  # runs ansible-doc over the plugins (make lint's --check does too)
 def test_check_fails_for_a_plugin_added_or_removed_without_regenerating(fake):
     collections, root, out = fake
     assert run(collections, out).returncode == 0
@@ -387,6 +390,7 @@ def test_check_fails_for_a_plugin_added_or_removed_without_regenerating(fake):
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "beta.md", "dots.md", "notes.md"]
 
 
+@pytest.mark.slow  # runs ansible-doc over the plugins (make lint's --check does too)
 def test_undocumented_and_misindented_filters_fail_with_the_file_named(fake):
     collections, root, out = fake
     (root / "plugins/filter/dots.py").write_text(FILTER_PY.format(names='{"dots": str, "x": str}'))
@@ -410,6 +414,7 @@ def test_undocumented_and_misindented_filters_fail_with_the_file_named(fake):
     assert run(collections, out, "--check").returncode == 1  # errors fail the check too
 
 
+@pytest.mark.slow  # runs ansible-doc over the plugins (make lint's --check does too)
 def test_check_on_a_copy_of_the_committed_reference_finds_a_stale_page(tmp_path):
     out = tmp_path / "reference"
     shutil.copytree(REPO / "docs" / "reference", out)

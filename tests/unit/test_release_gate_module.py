@@ -147,3 +147,37 @@ def test_fetch_failure_carries_gits_evidence(recipes, capsys):
     rc, out = run(base(recipes, current="1.0.0+1.28", fetch=True), capsys)
     assert rc == 1 and "could not fetch recipe 'gatey'" in out["msg"]
     assert out["rc"] != 0 and "nonexistent" in out["stderr"]
+
+
+LG = {"version": "1.1.0+1.29", "commit": "a" * 40, "attempt": None, "failed": None}
+RUNS = {"state": "deployed", "version": "1.1.0+1.29", "commit": "a" * 40}
+
+
+def test_reconcile_asks_the_gate_and_returns_the_plan(recipes, capsys):
+    observed = {"running": RUNS, "healthy": True, "last_good": LG}
+    rc, out = run(base(recipes, candidate="1.2.0+1.30", reconcile=observed), capsys)
+    assert rc == 0, out
+    assert (out["current"], out["verdict"]) == ("1.1.0+1.29", "held-manual-migration")
+    assert out["reconcile"]["plan"] == "hold" and out["alert"]["kind"] == "held-manual-migration"
+    rc, out = run(
+        base(recipes, candidate="1.2.0+1.30", accept="1.2.0+1.30", reconcile=observed), capsys
+    )
+    assert out["verdict"] == "proceed" and out["reconcile"]["plan"] == "upgrade"
+    assert out["reconcile"]["deploy"] == {"version": "1.2.0+1.30", "ref": "1.2.0+1.30"}
+
+
+def test_reconcile_without_a_version_to_move_from_skips_the_gate(recipes, capsys):
+    gone = {"state": "undeployed", "version": None, "commit": None}
+    rc, out = run(base(recipes, reconcile={"running": gone, "last_good": None}), capsys)
+    assert rc == 0, out
+    assert out["verdict"] is None and out["versions_checked"] == [] and "alert" not in out
+    assert out["reconcile"]["plan"] == "install"
+    assert out["reconcile"]["deploy"]["version"] == "2.0.0+1.30"
+
+
+def test_current_or_reconcile_is_required_not_both(recipes, capsys):
+    rc, out = run(base(recipes), capsys)
+    assert rc == 1 and "current" in out["msg"] and "reconcile" in out["msg"]
+    observed = {"running": RUNS, "healthy": True, "last_good": LG}
+    rc, out = run(base(recipes, current="1.1.0+1.29", reconcile=observed), capsys)
+    assert rc == 1 and "mutually exclusive" in out["msg"]

@@ -155,6 +155,29 @@ def test_info(state_dir, capsys):
     run(base(state_dir, **START), capsys)
     rc, out = run(base(state_dir), capsys)
     assert rc == 0 and out["changed"] is False and out["record"]["run_id"] == RUN
+    assert out["verdict"] is None and out["verdict_so_far"] == "ERROR"  # no stage passed yet
+
+
+@pytest.mark.parametrize(
+    ("stages", "error", "verdict"),
+    [
+        ({"upgrade": "pass", "serving": "pass", "overlay": "skip"}, None, "PASS"),
+        ({"upgrade": "pass", "serving": "fail"}, None, "FAIL"),
+        ({"upgrade": "fail"}, "the run broke off", "FAIL"),  # a failed stage wins
+        ({"upgrade": "pass"}, "the run broke off", "ERROR"),
+        ({"upgrade": "skip", "serving": "skip"}, None, "ERROR"),  # nothing passed
+        ({}, None, "ERROR"),
+    ],
+)
+def test_info_says_the_verdict_so_far(state_dir, capsys, stages, error, verdict):
+    run(base(state_dir, **{**START, "mode": "quick"}), capsys)
+    for name, result in stages.items():
+        run(base(state_dir, state="stage", stage=name, result=result), capsys)
+    rc, out = run(base(state_dir, error=error), capsys)
+    assert rc == 0 and out["changed"] is False
+    assert (out["verdict"], out["verdict_so_far"]) == (None, verdict)
+    rc, closed = run(base(state_dir, state="finished", error=error), capsys)
+    assert closed["verdict"] == closed["verdict_so_far"] == verdict
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,10 @@ import pytest
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _runner as R
 
+# Runs plays through ansible-runner: make test runs it, make check leaves it out
+# (-m 'not slow').
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 CCCI = ROOT / "bin" / "ccci"
 

@@ -476,6 +476,7 @@ def test_max_members_applies_when_taking(tmp_path, tree):
     assert not os.path.exists(store.path)
 
 
+@pytest.mark.slow  # many archives
 def test_scanner_handles_chunks_of_any_size(tree, tmp_path):
     out = tmp_path / "t.tar"
     subprocess.run(["tar", *(a for a in snap.TAR_CREATE if a != "--file=-"), f"--file={out}", "-C", str(tree), "."],
