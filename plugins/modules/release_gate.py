@@ -44,8 +44,6 @@ description:
   - This module only reads. It does not raise the alert itself; the play that calls it
     writes one with M(coopcloud.ci.warm_alert) from the returned values (the RV(alert)
     dictionary is ready for that), so writing state stays in one module.
-author:
-  - coopcloud.ci developers
 extends_documentation_fragment:
   - coopcloud.ci.attributes
   - coopcloud.ci.attributes.INFO_MODULE
@@ -94,6 +92,8 @@ attributes:
     support: full
     details:
       - Reads only; RV(changed) is always V(false).
+author:
+  - coopcloud.ci developers
 notes:
   - Tests with pure data live in C(tests/unit/test_release.py); the phrase list is
     C(PHRASES) in C(plugins/module_utils/_release.py).
@@ -199,8 +199,12 @@ alert:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
-from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeError, RecipeRepo
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    CcciError,
+    recipe_spec,
+    run_module,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeRepo
 from ansible_collections.coopcloud.ci.plugins.module_utils._release import decide
 
 
@@ -212,18 +216,13 @@ def run(module: AnsibleModule) -> dict:
         tags = repo.version_tags()
         candidate = p["candidate"] or (tags[-1] if tags else None)
         if candidate is None:
-            module.fail_json(
-                msg=f"recipe {p['recipe']!r} at {repo.path} has no version tags: give a "
-                "candidate version",
-                changed=False,
+            raise CcciError(
+                f"recipe {p['recipe']!r} at {repo.path} has no version tags: give a "
+                "candidate version"
             )
         decision = decide(p["current"], candidate, repo.release_notes, tags, accept=p["accept"])
-    except RecipeError as exc:
-        module.fail_json(
-            msg=str(exc), rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, changed=False
-        )
-    except (ValidationError, ValueError) as exc:
-        module.fail_json(msg=f"release gate of recipe {p['recipe']!r}: {exc}", changed=False)
+    except ValueError as exc:  # a bad name or version (ValidationError, Version.parse)
+        raise CcciError(f"release gate of recipe {p['recipe']!r}: {exc}") from exc
     result = decision.as_dict()
     result["fetched"] = fetched
     if decision.held:
@@ -241,7 +240,7 @@ def run(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "recipe": {"type": "str", "required": True},
+            **recipe_spec(),
             "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
             "current": {"type": "str", "required": True},
             "candidate": {"type": "str"},
@@ -251,7 +250,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    module.exit_json(changed=False, **run(module))
+    run_module(module, lambda: run(module))
 
 
 if __name__ == "__main__":

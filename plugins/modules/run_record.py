@@ -40,8 +40,6 @@ description:
     token, credential, API or private key; the dropped paths are listed in the record's
     C(scrubbed)), and messages, notes and errors have C(password=...)-style text, URL
     credentials and bearer tokens masked.
-author:
-  - coopcloud.ci developers
 extends_documentation_fragment:
   - coopcloud.ci.attributes
   - coopcloud.ci.attributes.STATE_DIR
@@ -143,6 +141,8 @@ attributes:
     details:
       - O(state=started) and O(state=stage) repeated with the same values, and
         O(state=finished) on a finished record, change nothing.
+author:
+  - coopcloud.ci developers
 seealso:
   - module: coopcloud.ci.catalog_entry
 """
@@ -256,9 +256,15 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    CcciError,
+    recipe_spec,
+    run_id_spec,
+    run_module,
+    state_dir_spec,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import find_owner_pid
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    ValidationError,
     validate_state_dir,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
@@ -270,10 +276,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
     run_time,
     summary_lines,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
-    StateError,
-    atomic_write_bytes,
-)
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import atomic_write_bytes
 
 
 def _load(state_dir: str, run_id: str) -> RunRecord | None:
@@ -354,18 +357,89 @@ def _same_time(given: str | None, stored: str) -> bool:
     return given is None or run_time(given) == run_time(stored)
 
 
+def record_run(module: AnsibleModule) -> dict:
+    p = module.params
+    state = p["state"]
+    state_dir = validate_state_dir(p["state_dir"])
+    path = record_path(state_dir, p["run_id"])
+    current = _load(state_dir, p["run_id"])
+
+    result: dict = {"changed": False, "path": path}
+    if current is None and state != "started":
+        if state != "info" and module.check_mode:
+            return {
+                "changed": True,
+                "record": None,
+                "verdict": None,
+                "summary": [],
+                "msg": f"run record {path} does not exist yet (its start ran in check mode)",
+                "path": path,
+            }
+        raise CcciError(
+            f"run record {path} does not exist; start it first with state=started", path=path
+        )
+
+    before = current.to_dict() if current is not None else None
+    try:
+        if state == "started":
+            record = started(p, state_dir, current)
+        elif state == "stage":
+            record = stage(p, current)
+        elif state == "finished":
+            record = finished(p, current)
+        else:
+            record = current
+    except CcciError as exc:
+        exc.facts["path"] = path
+        raise
+
+    after = record.to_dict()
+    changed = after != before
+    if changed and not module.check_mode:
+        try:
+            record.save()
+        except OSError as exc:
+            raise CcciError(f"run record {path} cannot be written: {exc}", path=path) from exc
+    result.update(
+        changed=changed, record=after, verdict=after["verdict"], summary=summary_lines(after)
+    )
+
+    if state == "finished" and p["junit"]:
+        xml = junit_xml(after).encode()
+        old = None
+        with contextlib.suppress(OSError), open(p["junit"], "rb") as handle:
+            old = handle.read()
+        if old != xml:
+            result["changed"] = True
+            if not module.check_mode:
+                try:
+                    atomic_write_bytes(p["junit"], xml)
+                except OSError as exc:
+                    raise CcciError(
+                        f"JUnit file {p['junit']} cannot be written: {exc}",
+                        path=path,
+                        record=after,
+                        verdict=after["verdict"],
+                    ) from exc
+        result["junit"] = p["junit"]
+
+    if changed:
+        result["diff"] = {"before": before or {}, "after": after}
+    return result
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "state_dir": {"type": "path", "default": "/var/lib/ci-warm"},
-            "run_id": {"type": "str", "required": True},
+            **state_dir_spec(),
+            **run_id_spec(required=True),
             "state": {
                 "type": "str",
                 "default": "info",
                 "choices": ["started", "stage", "finished", "info"],
             },
             "mode": {"type": "str", "choices": ["cold", "quick"]},
-            "recipe": {"type": "str"},
+            **recipe_spec(required=False),
             "ref": {"type": "str"},
             "version": {"type": "str"},
             "commit": {"type": "str"},
@@ -388,78 +462,7 @@ def main() -> None:
         ],
         supports_check_mode=True,
     )
-    p = module.params
-    state = p["state"]
-
-    try:
-        state_dir = validate_state_dir(p["state_dir"])
-        path = record_path(state_dir, p["run_id"])
-        current = _load(state_dir, p["run_id"])
-    except (ValidationError, RunError, StateError) as exc:
-        module.fail_json(msg=str(exc))
-
-    result: dict = {"changed": False, "path": path}
-    if current is None and state != "started":
-        if state != "info" and module.check_mode:
-            module.exit_json(
-                changed=True,
-                record=None,
-                verdict=None,
-                summary=[],
-                msg=f"run record {path} does not exist yet (its start ran in check mode)",
-                path=path,
-            )
-        module.fail_json(
-            msg=f"run record {path} does not exist; start it first with state=started",
-            path=path,
-        )
-
-    before = current.to_dict() if current is not None else None
-    try:
-        if state == "started":
-            record = started(p, state_dir, current)
-        elif state == "stage":
-            record = stage(p, current)
-        elif state == "finished":
-            record = finished(p, current)
-        else:
-            record = current
-    except (RunError, StateError) as exc:
-        module.fail_json(msg=str(exc), path=path)
-
-    after = record.to_dict()
-    changed = after != before
-    if changed and not module.check_mode:
-        try:
-            record.save()
-        except OSError as exc:
-            module.fail_json(msg=f"run record {path} cannot be written: {exc}", path=path)
-    result.update(
-        changed=changed, record=after, verdict=after["verdict"], summary=summary_lines(after)
-    )
-
-    if state == "finished" and p["junit"]:
-        xml = junit_xml(after).encode()
-        old = None
-        with contextlib.suppress(OSError), open(p["junit"], "rb") as handle:
-            old = handle.read()
-        if old != xml:
-            result["changed"] = True
-            if not module.check_mode:
-                try:
-                    atomic_write_bytes(p["junit"], xml)
-                except OSError as exc:
-                    module.fail_json(
-                        msg=f"JUnit file {p['junit']} cannot be written: {exc}",
-                        path=path,
-                        record=after,
-                        verdict=after["verdict"],
-                    )
-        result["junit"] = p["junit"]
-
-    if module._diff and changed:
-        result["diff"] = {"before": before or {}, "after": after}
-    module.exit_json(**result)
+    run_module(module, lambda: record_run(module), diff_when_asked=True)
 
 
 if __name__ == "__main__":
