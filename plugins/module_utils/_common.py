@@ -158,7 +158,22 @@ def run_module(
     module.exit_json(**result)
 
 
+def pick(params: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The named module parameters, as keyword arguments for a plain class."""
+    return {name: params[name] for name in names}
+
+
 # --- shared argument specs (each paired with a doc fragment) ----------------------------
+
+
+def plain_specs(kind: str, *names: str) -> dict[str, Any]:
+    """Options of one type with no default and no other setting, e.g. free-text fields."""
+    return {name: {"type": kind} for name in names}
+
+
+def state_spec(choices: list[str], default: str) -> dict[str, Any]:
+    """``state``: what the task should leave behind (each module documents its choices)."""
+    return {"state": {"type": "str", "default": default, "choices": choices}}
 
 
 def recipe_spec(required: bool = True) -> dict[str, Any]:

@@ -348,16 +348,40 @@ class KeycloakAdmin:
         )
         return response.status_code == 204
 
+    # -- clients and users share one shape: look up, create, update ---------------------
+    def _find(self, realm: str, kind: str, name: str, params: dict) -> list[dict]:
+        return self.request(
+            "GET",
+            f"/admin/realms/{_seg(realm)}/{kind}s",
+            f"could not look up {kind} {name!r} in Keycloak realm {realm!r}",
+            params=params,
+        ).json()
+
+    def _create(self, realm: str, kind: str, name: str, rep: dict) -> str:
+        """POST a new client or user; its id from the ``Location`` header."""
+        response = self.request(
+            "POST",
+            f"/admin/realms/{_seg(realm)}/{kind}s",
+            f"could not create {kind} {name!r} in Keycloak realm {realm!r}",
+            ok=(201,),
+            json=rep,
+        )
+        return _id_from_location(response, f"{kind} {name!r}")
+
+    def _update(self, realm: str, kind: str, ident: str, changes: dict) -> None:
+        self.request(
+            "PUT",
+            f"/admin/realms/{_seg(realm)}/{kind}s/{_seg(ident)}",
+            f"could not update {kind} {ident!r} in Keycloak realm {realm!r}",
+            ok=(204,),
+            json=changes,
+        )
+
     # -- clients ------------------------------------------------------------------------
     def get_client_by_client_id(self, realm: str, client_id: str) -> dict | None:
         """The client whose ``clientId`` is ``client_id`` (exact), or ``None``."""
-        response = self.request(
-            "GET",
-            f"/admin/realms/{_seg(realm)}/clients",
-            f"could not look up client {client_id!r} in Keycloak realm {realm!r}",
-            params={"clientId": client_id},
-        )
-        return next((c for c in response.json() if c.get("clientId") == client_id), None)
+        found = self._find(realm, "client", client_id, {"clientId": client_id})
+        return next((c for c in found if c.get("clientId") == client_id), None)
 
     @staticmethod
     def client_representation(
@@ -383,24 +407,12 @@ class KeycloakAdmin:
         self, realm: str, client_id: str, redirect_uris: list[str], secret: str | None = None
     ) -> str:
         """Create a confidential client with direct access grants; returns its id (UUID)."""
-        response = self.request(
-            "POST",
-            f"/admin/realms/{_seg(realm)}/clients",
-            f"could not create client {client_id!r} in Keycloak realm {realm!r}",
-            ok=(201,),
-            json=self.client_representation(client_id, redirect_uris, secret),
-        )
-        return _id_from_location(response, f"client {client_id!r}")
+        rep = self.client_representation(client_id, redirect_uris, secret)
+        return self._create(realm, "client", client_id, rep)
 
     def update_client(self, realm: str, client_uuid: str, changes: dict) -> None:
         """PUT ``changes`` onto the client ``client_uuid``."""
-        self.request(
-            "PUT",
-            f"/admin/realms/{_seg(realm)}/clients/{_seg(client_uuid)}",
-            f"could not update client {client_uuid!r} in Keycloak realm {realm!r}",
-            ok=(204,),
-            json=changes,
-        )
+        self._update(realm, "client", client_uuid, changes)
 
     def get_client_secret(self, realm: str, client_uuid: str) -> str:
         """The client's current secret (``GET .../clients/{id}/client-secret``)."""
@@ -414,15 +426,8 @@ class KeycloakAdmin:
     # -- users --------------------------------------------------------------------------
     def get_user_by_username(self, realm: str, username: str) -> dict | None:
         """The user ``username`` (exact, Keycloak lowercases usernames), or ``None``."""
-        response = self.request(
-            "GET",
-            f"/admin/realms/{_seg(realm)}/users",
-            f"could not look up user {username!r} in Keycloak realm {realm!r}",
-            params={"username": username, "exact": "true"},
-        )
-        return next(
-            (u for u in response.json() if u.get("username", "").lower() == username.lower()), None
-        )
+        found = self._find(realm, "user", username, {"username": username, "exact": "true"})
+        return next((u for u in found if u.get("username", "").lower() == username.lower()), None)
 
     @staticmethod
     def user_representation(
@@ -455,25 +460,13 @@ class KeycloakAdmin:
         enabled: bool = True,
     ) -> str:
         """Create a fully set-up user (no required actions); returns its id."""
-        response = self.request(
-            "POST",
-            f"/admin/realms/{_seg(realm)}/users",
-            f"could not create user {username!r} in Keycloak realm {realm!r}",
-            ok=(201,),
-            json=self.user_representation(
-                username, email, first_name, last_name, email_verified, enabled
-            ),
+        rep = self.user_representation(
+            username, email, first_name, last_name, email_verified, enabled
         )
-        return _id_from_location(response, f"user {username!r}")
+        return self._create(realm, "user", username, rep)
 
     def update_user(self, realm: str, user_id: str, changes: dict) -> None:
-        self.request(
-            "PUT",
-            f"/admin/realms/{_seg(realm)}/users/{_seg(user_id)}",
-            f"could not update user {user_id!r} in Keycloak realm {realm!r}",
-            ok=(204,),
-            json=changes,
-        )
+        self._update(realm, "user", user_id, changes)
 
     def set_password(
         self, realm: str, user_id: str, password: str, *, temporary: bool = False

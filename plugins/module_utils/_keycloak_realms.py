@@ -38,6 +38,18 @@ def _user_value(user: dict, key: str) -> Any:
     return value
 
 
+#: The user fields ``present`` sets and compares (and returns, without secrets).
+USER_KEYS = (
+    "username",
+    "email",
+    "firstName",
+    "lastName",
+    "enabled",
+    "emailVerified",
+    "requiredActions",
+)
+
+
 @dataclass
 class RealmSpec:
     """What ``state: present`` wants: a realm, one client and one user."""
@@ -163,18 +175,7 @@ class CiRealms:
                     "redirectUris",
                 )
             },
-            "user": {
-                k: user_fields[k]
-                for k in (
-                    "username",
-                    "email",
-                    "firstName",
-                    "lastName",
-                    "enabled",
-                    "emailVerified",
-                    "requiredActions",
-                )
-            },
+            "user": {k: user_fields[k] for k in USER_KEYS},
         }
         if not check_mode and actions:
             if existing is None:
@@ -241,18 +242,7 @@ class CiRealms:
                 )
             }
         if user is not None:
-            summary["user"] = {
-                k: user.get(k)
-                for k in (
-                    "username",
-                    "email",
-                    "firstName",
-                    "lastName",
-                    "enabled",
-                    "emailVerified",
-                    "requiredActions",
-                )
-            }
+            summary["user"] = {k: user.get(k) for k in USER_KEYS}
         return summary
 
     # absent ------------------------------------------------------------------------------

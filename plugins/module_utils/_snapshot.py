@@ -75,30 +75,29 @@ MANIFEST = "manifest.json"
 SLOT = SNAPSHOT_NAME
 _SHORT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
-P_VOLUME_ARCHIVED = _faults.register(
-    "snapshot.volume-archived", "take: one archive written and fsynced, others not yet"
-)
-P_WRITTEN = _faults.register(
-    "snapshot.written", "take: all archives and the manifest fsynced, not yet swapped in"
-)
-P_MID_SWAP = _faults.register(
-    "snapshot.mid-swap", "take (two-rename fallback): old moved aside, new not yet in place"
-)
-P_SWAPPED = _faults.register(
-    "snapshot.swapped", "take: new snapshot in place, replaced one not yet removed"
-)
-P_REMOVING = _faults.register("snapshot.removing", "absent: slot moved aside, not yet deleted")
-P_VERIFIED = _faults.register(
-    "restore.verified", "restore: every archive verified, nothing extracted yet"
-)
-P_STAGED = _faults.register(
-    "restore.staged", "restore: every archive extracted into staging, no volume swapped yet"
-)
-P_SWAPPED_ONE = _faults.register(
-    "restore.swapped-one", "restore: the first volume swapped, the others not yet"
-)
-P_RESTORED = _faults.register(
-    "restore.swapped", "restore: every volume swapped, the replaced trees not yet removed"
+# Crash points (tests/reliability kills the process at each; see _faults).
+(
+    P_VOLUME_ARCHIVED,
+    P_WRITTEN,
+    P_MID_SWAP,
+    P_SWAPPED,
+    P_REMOVING,
+    P_VERIFIED,
+    P_STAGED,
+    P_SWAPPED_ONE,
+    P_RESTORED,
+) = _faults.register_all(
+    {
+        "snapshot.volume-archived": "take: one archive written and fsynced, others not yet",
+        "snapshot.written": "take: all archives and the manifest fsynced, not yet swapped in",
+        "snapshot.mid-swap": "take (two-rename fallback): old moved aside, new not yet in place",
+        "snapshot.swapped": "take: new snapshot in place, replaced one not yet removed",
+        "snapshot.removing": "absent: slot moved aside, not yet deleted",
+        "restore.verified": "restore: every archive verified, nothing extracted yet",
+        "restore.staged": "restore: every archive extracted into staging, no volume swapped yet",
+        "restore.swapped-one": "restore: the first volume swapped, the others not yet",
+        "restore.swapped": "restore: every volume swapped, the replaced trees not yet removed",
+    }
 )
 
 

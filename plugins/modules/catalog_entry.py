@@ -25,9 +25,7 @@ description:
   - "An invalid entry fails the task with one sentence naming the file and the key, for
     example C(.../notes/recipe.yml: key 'health.status' must be a non-empty list of HTTP
     status codes, got 200). Unknown and duplicate keys are refused."
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.INFO_MODULE
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.INFO_MODULE]
 options:
   recipe:
     description:

@@ -43,9 +43,7 @@ description:
   - When a path is still short, writes a C(disk-low) alert under C(<state_dir>/alerts/)
     (O(alert)) and fails with one sentence naming the path, its free bytes and the bytes
     needed.
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.STATE_DIR
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.STATE_DIR]
 options:
   docker_root:
     description:
@@ -93,7 +91,7 @@ options:
       docker_root:
         description: The Docker root's threshold.
         type: dict
-        suboptions:
+        suboptions: &threshold
           min_free_bytes:
             description: Bytes kept free.
             type: int
@@ -105,15 +103,7 @@ options:
       state_dir:
         description: The state directory's threshold.
         type: dict
-        suboptions:
-          min_free_bytes:
-            description: Bytes kept free.
-            type: int
-            default: 0
-          min_free_percent:
-            description: Percent kept free.
-            type: float
-            default: 0
+        suboptions: *threshold
   prune:
     description: Prune (in the safe order above) when a path is short.
     type: bool

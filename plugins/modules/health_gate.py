@@ -33,9 +33,7 @@ description:
   - "On failure the message is one sentence naming the stack or URL and the last observed
     condition, for example C(stack x did not become healthy within 120 s: service x_app: 0/1
     running), and the failed tasks with their own error text are returned in RV(tasks)."
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.INFO_MODULE
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.INFO_MODULE]
 options:
   url:
     description:
@@ -324,6 +322,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     CcciError,
     docker_client,
+    pick,
+    plain_specs,
     require,
     run_module,
 )
@@ -354,14 +354,8 @@ def build_checks(params: dict) -> list:
     if params["url"]:
         checks.append(
             HttpCheck(
-                url=params["url"],
-                resolve=params["resolve"],
-                host_header=params["host_header"],
-                status=params["status"],
-                body=params["body"],
-                validate_certs=params["validate_certs"],
-                request_timeout=params["request_timeout"],
-                ca_path=params["ca_path"],
+                **pick(params, "url", "resolve", "host_header", "status", "body"),
+                **pick(params, "validate_certs", "request_timeout", "ca_path"),
             )
         )
     return checks
@@ -399,18 +393,13 @@ def check(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "url": {"type": "str"},
-            "resolve": {"type": "str"},
-            "host_header": {"type": "str"},
+            **plain_specs("str", "url", "resolve", "host_header"),
             "status": {"type": "list", "elements": "int", "default": [200]},
             "body": {"type": "str"},
             "validate_certs": {"type": "bool", "default": True},
             "ca_path": {"type": "path"},
             "request_timeout": {"type": "float", "default": 5},
-            "stack": {"type": "str"},
-            "domain": {"type": "str"},
-            "since": {"type": "str"},
-            "commit": {"type": "str"},
+            **plain_specs("str", "stack", "domain", "since", "commit"),
             "images": {"type": "dict"},
             "require_healthy": {"type": "bool", "default": True},
             "max_task_failures": {"type": "int", "default": 0},

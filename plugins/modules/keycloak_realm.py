@@ -29,8 +29,7 @@ description:
     and once when Keycloak answers 401. Connection errors and 5xx answers are retried
     with exponential back-off (O(retries), at most O(max_retry_time) seconds), then the
     task fails with one sentence naming Keycloak's URL and the last answer.
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
+extends_documentation_fragment: [coopcloud.ci.attributes]
 options:
   keycloak_url:
     description:
@@ -275,10 +274,12 @@ body:
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    pick,
     recipe_spec,
     require,
     run_id_spec,
     run_module,
+    state_spec,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import KeycloakAdmin
 from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak_realms import (
@@ -315,11 +316,7 @@ def argument_spec() -> dict:
         "max_retry_time": {"type": "float", "default": 30},
         **recipe_spec(required=False),
         **run_id_spec(),
-        "state": {
-            "type": "str",
-            "default": "present",
-            "choices": ["present", "absent", "reaped", "info"],
-        },
+        **state_spec(["present", "absent", "reaped", "info"], "present"),
         "live_run_ids": {"type": "list", "elements": "str", "default": []},
         "client_id": {"type": "str"},
         "redirect_uris": {"type": "list", "elements": "str", "default": []},
@@ -366,10 +363,7 @@ def realm(module: AnsibleModule) -> dict:
         params["keycloak_url"],
         params["admin_user"],
         params["admin_password"],
-        validate_certs=params["validate_certs"],
-        timeout=params["timeout"],
-        retries=params["retries"],
-        max_retry_time=params["max_retry_time"],
+        **pick(params, "validate_certs", "timeout", "retries", "max_retry_time"),
     )
     try:
         return run(module, CiRealms(admin, params["admin_password"]))

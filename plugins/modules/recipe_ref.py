@@ -20,9 +20,7 @@ description:
     read as an option or as revision syntax is refused before git runs. Without O(ref)
     the latest version tag is used.
   - Reads only; the fetch is skipped in check mode.
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.INFO_MODULE
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.INFO_MODULE]
 options:
   recipe:
     description: The recipe name, C(^[a-z0-9][a-z0-9-]{0,39}$).

@@ -44,9 +44,7 @@ description:
   - This module only reads. It does not raise the alert itself; the play that calls it
     writes one with M(coopcloud.ci.warm_alert) from the returned values (the RV(alert)
     dictionary is ready for that), so writing state stays in one module.
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.INFO_MODULE
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.INFO_MODULE]
 options:
   recipe:
     description:

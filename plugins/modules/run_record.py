@@ -40,9 +40,7 @@ description:
     token, credential, API or private key; the dropped paths are listed in the record's
     C(scrubbed)), and messages, notes and errors have C(password=...)-style text, URL
     credentials and bearer tokens masked.
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.STATE_DIR
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.STATE_DIR]
 options:
   run_id:
     description: The 6-hex run id; the record is C(<state_dir>/runs/<run_id>.json).
@@ -258,10 +256,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     CcciError,
+    pick,
+    plain_specs,
     recipe_spec,
     run_id_spec,
     run_module,
     state_dir_spec,
+    state_spec,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import find_owner_pid
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
@@ -298,12 +299,7 @@ def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
             p["mode"],
             p["recipe"],
             p["ref"],
-            version=p["version"],
-            commit=p["commit"],
-            domain=p["domain"],
-            canonical_before=p["canonical_before"],
-            notes=p["notes"],
-            started_at=p["started_at"],
+            **pick(p, "version", "commit", "domain", "canonical_before", "notes", "started_at"),
             # The play's own process, not this short-lived module: it is what tells a
             # live run from a dead one (reap, the disk guard's cold-run finder).
             pid=find_owner_pid() or os.getpid(),
@@ -433,23 +429,12 @@ def main() -> None:
         argument_spec={
             **state_dir_spec(),
             **run_id_spec(required=True),
-            "state": {
-                "type": "str",
-                "default": "info",
-                "choices": ["started", "stage", "finished", "info"],
-            },
+            **state_spec(["started", "stage", "finished", "info"], "info"),
             "mode": {"type": "str", "choices": ["cold", "quick"]},
             **recipe_spec(required=False),
-            "ref": {"type": "str"},
-            "version": {"type": "str"},
-            "commit": {"type": "str"},
-            "domain": {"type": "str"},
-            "stage": {"type": "str"},
+            **plain_specs("str", "ref", "version", "commit", "domain", "stage"),
             "result": {"type": "str", "choices": ["pass", "fail", "skip"]},
-            "message": {"type": "str"},
-            "started_at": {"type": "str"},
-            "finished_at": {"type": "str"},
-            "error": {"type": "str"},
+            **plain_specs("str", "message", "started_at", "finished_at", "error"),
             "canonical_before": {"type": "dict"},
             "canonical_after": {"type": "dict"},
             "notes": {"type": "list", "elements": "str", "default": []},

@@ -39,9 +39,7 @@ description:
     checks every archive.
   - After a crash the next call puts the snapshot directory right first (the previous
     snapshot is kept or moved back, partial new ones are removed).
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.STATE_DIR
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.STATE_DIR]
 options:
   recipe:
     description:
@@ -274,6 +272,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     recipe_spec,
     run_module,
     state_dir_spec,
+    state_spec,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
@@ -460,8 +459,7 @@ def main() -> None:
         argument_spec={
             **recipe_spec(),
             "domain": {"type": "str"},
-            "state": {"type": "str", "default": "info",
-                      "choices": ["present", "restored", "absent", "info"]},
+            **state_spec(["present", "restored", "absent", "info"], "info"),
             **state_dir_spec(),
             "version": {"type": "str"},
             "commit": {"type": "str"},

@@ -33,9 +33,7 @@ description:
     failure and left in place, never deleted; the other alerts are still delivered. Repair
     the file, or move it out of C(alerts/), to clear the failure.
   - O(state=info) counts unseen and seen alerts and lists the unseen ones.
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.STATE_DIR
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.STATE_DIR]
 options:
   state:
     description:
@@ -233,7 +231,12 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import (
     AlertStore,
     relay,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._common import run_module, state_dir_spec
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    plain_specs,
+    run_module,
+    state_dir_spec,
+    state_spec,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_state_dir
 
 
@@ -345,16 +348,9 @@ def alert(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "state": {
-                "type": "str",
-                "choices": ["present", "relayed", "info"],
-                "default": "present",
-            },
+            **state_spec(["present", "relayed", "info"], "present"),
             **state_dir_spec(),
-            "kind": {"type": "str"},
-            "target": {"type": "str"},
-            "attempted": {"type": "str"},
-            "last_good": {"type": "str"},
+            **plain_specs("str", "kind", "target", "attempted", "last_good"),
             "recovered": {"type": "bool"},
             "notes": {"type": "raw"},
             "extra": {"type": "dict", "default": {}},

@@ -34,9 +34,7 @@ description:
   - V(released) removes the lock only when O(run_id) holds it; releasing a lock that is
     gone is V(ok); releasing another run's lock fails unless O(force=true).
   - V(info) reports the holder and whether it is stale, and changes nothing.
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.STATE_DIR
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.STATE_DIR]
 options:
   recipe:
     description:
@@ -221,6 +219,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     run_id_spec,
     run_module,
     state_dir_spec,
+    state_spec,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import (
     AppLock,
@@ -317,11 +316,7 @@ def main() -> None:
         argument_spec={
             **recipe_spec(),
             **run_id_spec(),
-            "state": {
-                "type": "str",
-                "default": "acquired",
-                "choices": ["acquired", "released", "info"],
-            },
+            **state_spec(["acquired", "released", "info"], "acquired"),
             **state_dir_spec(),
             "timeout": {"type": "float", "default": 600},
             "poll": {"type": "float", "default": 2},
