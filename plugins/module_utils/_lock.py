@@ -512,14 +512,8 @@ class AppLock:
         """
         _faults.checkpoint(P_RELEASING)
         with self._guard():
-            holder = self.holder()
-            if holder is None:
+            if not self.predict_release(run_id, force):
                 return False
-            if not (force or self._owns(holder, run_id)):
-                raise LockError(
-                    f"refusing to release the lock of {self.recipe}: it is held by "
-                    f"{describe(holder)}, not by run {run_id}; use force to release it anyway"
-                )
             self._remove()
             return True
 

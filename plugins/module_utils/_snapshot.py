@@ -618,13 +618,18 @@ class AppSnapshot:
             )
         return info.mountpoint
 
-    def missing_error(self, short: str, where: str) -> SnapshotError:
+    def node_name(self) -> str:
+        """The engine's node name, for messages only ("this node" when it cannot tell)."""
         node = ""
-        with contextlib.suppress(Exception):  # only for the message
+        with contextlib.suppress(Exception):
             node = (self.client.info() or {}).get("Name", "")
+        return node or "this node"
+
+    def missing_error(self, short: str, where: str) -> SnapshotError:
+        node = self.node_name()
         return SnapshotError(
             f"app {self.domain} has no volume {short!r} ({self.stack}_{short}) on node "
-            f"{node or 'this node'}{where}: a volume lives on the node where the app's task "
+            f"{node}{where}: a volume lives on the node where the app's task "
             "ran; run the task on that node (delegate_to)"
         )
 
@@ -641,11 +646,8 @@ class AppSnapshot:
     ) -> dict[str, Any]:
         vols = self.volumes(only)
         if not vols:
-            node = ""
-            with contextlib.suppress(Exception):  # only for the message
-                node = (self.client.info() or {}).get("Name", "")
             raise SnapshotError(
-                f"app {self.domain} has no volumes on node {node or 'this node'} (none labelled "
+                f"app {self.domain} has no volumes on node {self.node_name()} (none labelled "
                 f"com.docker.stack.namespace={self.stack}): there is no data to snapshot; if "
                 "the app ran on another node, run the task there (delegate_to)"
             )
