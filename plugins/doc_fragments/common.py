@@ -21,8 +21,7 @@ options: {}
 options:
   recipe:
     description:
-      - The recipe name, C(^[a-z0-9][a-z0-9-]{0,39}$). Its warm state is
-        C(<state_dir>/<recipe>/).
+      - The recipe name, C(^[a-z0-9][a-z0-9-]{0,39}$).
     type: str
     required: true
 """

@@ -41,8 +41,12 @@ class CcciError(Exception):
 
     ``rc``/``stdout``/``stderr`` are a command's (``stdout`` and ``stderr`` are returned
     whenever ``rc`` is), ``status``/``body`` an HTTP answer's; ``facts`` holds any other
-    key the failing module should return (e.g. the paths it touched).
+    key the failing module should return (e.g. the paths it touched). A module may lead
+    the sentence with what it was doing (``run_module(prefix=...)``) unless ``standalone``:
+    a bad value's sentence names the value and stands alone.
     """
+
+    standalone = False
 
     def __init__(
         self,
@@ -96,7 +100,7 @@ def failure(exc: BaseException, prefix: str = "") -> dict[str, Any] | None:
     """
     lead = f"{prefix}: " if prefix else ""
     if isinstance(exc, CcciError):
-        return {"msg": f"{lead}{exc}", **exc.evidence()}
+        return {"msg": f"{'' if exc.standalone else lead}{exc}", **exc.evidence()}
     if isinstance(exc, OSError) and not type(exc).__module__.startswith(("docker", "httpx")):
         where = f" ({exc.filename})" if exc.filename else ""
         return {"msg": f"{lead}{exc.strerror or exc}{where}", "errno": exc.errno}
@@ -118,13 +122,15 @@ def run_module(
     *,
     prefix: str = "",
     elapsed: bool = False,
+    diff_when_asked: bool = False,
     on_failure: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
     """Run ``work()`` and exit the module with its result, or fail with one sentence.
 
     ``work`` returns the result dict (``changed``, ``diff``, ...); check mode is its own
     business (it computes the change first and skips only the side effect). With
-    ``elapsed`` the result carries the work's wall time in seconds. ``on_failure`` adds
+    ``elapsed`` the result carries the work's wall time in seconds; with
+    ``diff_when_asked`` its ``diff`` is returned only in diff mode (``--diff``). ``on_failure`` adds
     the facts a failed run still returns (what was done before the error). An error that
     is neither the project's nor the OS's nor a backend's is a bug: it fails with its
     traceback in ``exception`` rather than escaping as a bare traceback.
@@ -141,16 +147,33 @@ def run_module(
                 "exception": traceback.format_exc(),
             }
         extra = on_failure() if on_failure else {}
-        module.fail_json(**{**extra, **args})
+        module.fail_json(**{"changed": False, **extra, **args})
         return
     result = dict(result)
     result["changed"] = bool(result.get("changed", False))
+    if diff_when_asked and not module._diff:
+        result.pop("diff", None)
     if elapsed:
         result["elapsed"] = round(time.monotonic() - started, 3)
     module.exit_json(**result)
 
 
+def pick(params: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The named module parameters, as keyword arguments for a plain class."""
+    return {name: params[name] for name in names}
+
+
 # --- shared argument specs (each paired with a doc fragment) ----------------------------
+
+
+def plain_specs(kind: str, *names: str) -> dict[str, Any]:
+    """Options of one type with no default and no other setting, e.g. free-text fields."""
+    return {name: {"type": kind} for name in names}
+
+
+def state_spec(choices: list[str], default: str) -> dict[str, Any]:
+    """``state``: what the task should leave behind (each module documents its choices)."""
+    return {"state": {"type": "str", "default": default, "choices": choices}}
 
 
 def recipe_spec(required: bool = True) -> dict[str, Any]:

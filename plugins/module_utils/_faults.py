@@ -43,6 +43,11 @@ def register(name: str, where: str) -> str:
     return name
 
 
+def register_all(points: dict[str, str]) -> tuple[str, ...]:
+    """Declare several checkpoints at once (name -> where); their names, in order."""
+    return tuple(register(name, where) for name, where in points.items())
+
+
 def checkpoint(name: str) -> None:
     """Pause here when ``CCCI_PAUSE_AT`` names this point; otherwise return at once."""
     wanted = os.environ.get(ENV_AT)

@@ -23,18 +23,18 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+try:
+    import httpx
+except ImportError:  # the module fails with missing_required_lib (``_common.require``)
+    httpx = None
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     parse_realm_name,
-    realm_name,
-    validate_run_id,
 )
 
 ADMIN_REALM = "master"
@@ -348,16 +348,40 @@ class KeycloakAdmin:
         )
         return response.status_code == 204
 
+    # -- clients and users share one shape: look up, create, update ---------------------
+    def _find(self, realm: str, kind: str, name: str, params: dict) -> list[dict]:
+        return self.request(
+            "GET",
+            f"/admin/realms/{_seg(realm)}/{kind}s",
+            f"could not look up {kind} {name!r} in Keycloak realm {realm!r}",
+            params=params,
+        ).json()
+
+    def _create(self, realm: str, kind: str, name: str, rep: dict) -> str:
+        """POST a new client or user; its id from the ``Location`` header."""
+        response = self.request(
+            "POST",
+            f"/admin/realms/{_seg(realm)}/{kind}s",
+            f"could not create {kind} {name!r} in Keycloak realm {realm!r}",
+            ok=(201,),
+            json=rep,
+        )
+        return _id_from_location(response, f"{kind} {name!r}")
+
+    def _update(self, realm: str, kind: str, ident: str, changes: dict) -> None:
+        self.request(
+            "PUT",
+            f"/admin/realms/{_seg(realm)}/{kind}s/{_seg(ident)}",
+            f"could not update {kind} {ident!r} in Keycloak realm {realm!r}",
+            ok=(204,),
+            json=changes,
+        )
+
     # -- clients ------------------------------------------------------------------------
     def get_client_by_client_id(self, realm: str, client_id: str) -> dict | None:
         """The client whose ``clientId`` is ``client_id`` (exact), or ``None``."""
-        response = self.request(
-            "GET",
-            f"/admin/realms/{_seg(realm)}/clients",
-            f"could not look up client {client_id!r} in Keycloak realm {realm!r}",
-            params={"clientId": client_id},
-        )
-        return next((c for c in response.json() if c.get("clientId") == client_id), None)
+        found = self._find(realm, "client", client_id, {"clientId": client_id})
+        return next((c for c in found if c.get("clientId") == client_id), None)
 
     @staticmethod
     def client_representation(
@@ -383,24 +407,12 @@ class KeycloakAdmin:
         self, realm: str, client_id: str, redirect_uris: list[str], secret: str | None = None
     ) -> str:
         """Create a confidential client with direct access grants; returns its id (UUID)."""
-        response = self.request(
-            "POST",
-            f"/admin/realms/{_seg(realm)}/clients",
-            f"could not create client {client_id!r} in Keycloak realm {realm!r}",
-            ok=(201,),
-            json=self.client_representation(client_id, redirect_uris, secret),
-        )
-        return _id_from_location(response, f"client {client_id!r}")
+        rep = self.client_representation(client_id, redirect_uris, secret)
+        return self._create(realm, "client", client_id, rep)
 
     def update_client(self, realm: str, client_uuid: str, changes: dict) -> None:
         """PUT ``changes`` onto the client ``client_uuid``."""
-        self.request(
-            "PUT",
-            f"/admin/realms/{_seg(realm)}/clients/{_seg(client_uuid)}",
-            f"could not update client {client_uuid!r} in Keycloak realm {realm!r}",
-            ok=(204,),
-            json=changes,
-        )
+        self._update(realm, "client", client_uuid, changes)
 
     def get_client_secret(self, realm: str, client_uuid: str) -> str:
         """The client's current secret (``GET .../clients/{id}/client-secret``)."""
@@ -414,15 +426,8 @@ class KeycloakAdmin:
     # -- users --------------------------------------------------------------------------
     def get_user_by_username(self, realm: str, username: str) -> dict | None:
         """The user ``username`` (exact, Keycloak lowercases usernames), or ``None``."""
-        response = self.request(
-            "GET",
-            f"/admin/realms/{_seg(realm)}/users",
-            f"could not look up user {username!r} in Keycloak realm {realm!r}",
-            params={"username": username, "exact": "true"},
-        )
-        return next(
-            (u for u in response.json() if u.get("username", "").lower() == username.lower()), None
-        )
+        found = self._find(realm, "user", username, {"username": username, "exact": "true"})
+        return next((u for u in found if u.get("username", "").lower() == username.lower()), None)
 
     @staticmethod
     def user_representation(
@@ -455,25 +460,13 @@ class KeycloakAdmin:
         enabled: bool = True,
     ) -> str:
         """Create a fully set-up user (no required actions); returns its id."""
-        response = self.request(
-            "POST",
-            f"/admin/realms/{_seg(realm)}/users",
-            f"could not create user {username!r} in Keycloak realm {realm!r}",
-            ok=(201,),
-            json=self.user_representation(
-                username, email, first_name, last_name, email_verified, enabled
-            ),
+        rep = self.user_representation(
+            username, email, first_name, last_name, email_verified, enabled
         )
-        return _id_from_location(response, f"user {username!r}")
+        return self._create(realm, "user", username, rep)
 
     def update_user(self, realm: str, user_id: str, changes: dict) -> None:
-        self.request(
-            "PUT",
-            f"/admin/realms/{_seg(realm)}/users/{_seg(user_id)}",
-            f"could not update user {user_id!r} in Keycloak realm {realm!r}",
-            ok=(204,),
-            json=changes,
-        )
+        self._update(realm, "user", user_id, changes)
 
     def set_password(
         self, realm: str, user_id: str, password: str, *, temporary: bool = False
@@ -559,15 +552,6 @@ def _redact(text: str) -> str:
     return text[:_BODY_LIMIT]
 
 
-def _user_value(user: dict, key: str) -> Any:
-    value = user.get(key)
-    if key == "requiredActions":
-        return list(value or [])
-    if key in ("enabled", "emailVerified"):
-        return bool(value)
-    return value
-
-
 def _id_from_location(response: httpx.Response, what: str) -> str:
     location = response.headers.get("Location", "")
     if not location:
@@ -577,273 +561,3 @@ def _id_from_location(response: httpx.Response, what: str) -> str:
             action=f"Keycloak created {what} but did not say where",
         )
     return location.rstrip("/").rsplit("/", 1)[-1]
-
-
-# -- per-run CI realms -------------------------------------------------------------------
-@dataclass
-class RealmSpec:
-    """What ``state: present`` wants: a realm, one client and one user."""
-
-    recipe: str
-    run_id: str
-    client_id: str | None = None
-    redirect_uris: list[str] = field(default_factory=list)
-    username: str = "ci-user"
-    client_secret: str | None = None
-    user_password: str | None = None
-
-    def __post_init__(self) -> None:
-        # Keycloak stores usernames (and emails) in lower case.
-        self.username = (self.username or "").lower()
-        if not self.username:
-            raise ValidationError("username must not be empty")
-
-    @property
-    def realm(self) -> str:
-        return realm_name(self.recipe, self.run_id)
-
-    @property
-    def client(self) -> str:
-        return self.client_id or self.recipe
-
-    @property
-    def email(self) -> str:
-        return f"{self.username}@{self.realm}.ci.invalid"
-
-
-@dataclass
-class Outcome:
-    """What a state did (or would do, in check mode)."""
-
-    changed: bool
-    actions: list[str] = field(default_factory=list)
-    diff: dict | None = None
-    result: dict = field(default_factory=dict)
-
-
-class CiRealms:
-    """The CI's realms on one Keycloak: plan first, then act unless ``check_mode``."""
-
-    def __init__(self, admin: KeycloakAdmin, secret_key: str) -> None:
-        self.admin = admin
-        self.secret_key = secret_key
-
-    # present -----------------------------------------------------------------------------
-    def present(self, spec: RealmSpec, check_mode: bool = False) -> Outcome:
-        admin, realm = self.admin, spec.realm
-        actions: list[str] = []
-        want_client = admin.client_representation(spec.client, spec.redirect_uris)
-        user_fields = admin.user_representation(spec.username, spec.email, "CI", spec.recipe)
-        password = spec.user_password or derive_secret(self.secret_key, realm, "user-password")
-
-        existing = admin.get_realm(realm)
-        client = user = None
-        client_changes: dict = {}
-        current_secret: str | None = None
-        user_changes: dict = {}
-        secret = spec.client_secret
-        if existing is None:
-            actions += ["create realm", "create client", "create user", "set password"]
-            secret = secret or derive_secret(self.secret_key, realm, "client-secret")
-        else:
-            if not existing.get("enabled"):
-                actions.append("enable realm")
-            client = admin.get_client_by_client_id(realm, spec.client)
-            if client is None:
-                actions.append("create client")
-                secret = secret or derive_secret(self.secret_key, realm, "client-secret")
-            else:
-                client_changes = {
-                    k: v
-                    for k, v in want_client.items()
-                    if k != "redirectUris" and client.get(k) != v
-                }
-                if sorted(client.get("redirectUris") or []) != sorted(spec.redirect_uris):
-                    client_changes["redirectUris"] = list(spec.redirect_uris)
-                if not client.get("publicClient"):
-                    current_secret = admin.get_client_secret(realm, client["id"])
-                if secret is not None and current_secret != secret:
-                    client_changes["secret"] = secret
-                secret = secret or current_secret
-                if client_changes:
-                    actions.append("update client " + ", ".join(sorted(client_changes)))
-            user = admin.get_user_by_username(realm, spec.username)
-            if user is None:
-                actions += ["create user", "set password"]
-            else:
-                user_changes = {
-                    k: v
-                    for k, v in user_fields.items()
-                    if k != "username" and _user_value(user, k) != v
-                }
-                if user_changes:
-                    actions.append("update user " + ", ".join(sorted(user_changes)))
-                # The password can only be tried where a login could succeed at all.
-                testable = (
-                    existing.get("enabled")
-                    and client is not None
-                    and client.get("enabled")
-                    and client.get("directAccessGrantsEnabled")
-                    and not user_changes
-                )
-                if not testable or not self._can_log_in(
-                    realm, spec.client, current_secret, spec.username, password
-                ):
-                    actions.append("set password")
-
-        before = self._summary(realm, existing, client, user)
-        after = {
-            "realm": realm,
-            "enabled": True,
-            "client": {
-                k: want_client[k]
-                for k in (
-                    "clientId",
-                    "publicClient",
-                    "standardFlowEnabled",
-                    "directAccessGrantsEnabled",
-                    "redirectUris",
-                )
-            },
-            "user": {
-                k: user_fields[k]
-                for k in (
-                    "username",
-                    "email",
-                    "firstName",
-                    "lastName",
-                    "enabled",
-                    "emailVerified",
-                    "requiredActions",
-                )
-            },
-        }
-        if not check_mode and actions:
-            if existing is None:
-                admin.create_realm(realm)
-            elif "enable realm" in actions:
-                admin.update_realm(realm, {"enabled": True})
-            if client is None:
-                client_uuid = admin.create_client(realm, spec.client, spec.redirect_uris, secret)
-            else:
-                client_uuid = client["id"]
-                if client_changes:
-                    admin.update_client(realm, client_uuid, client_changes)
-            secret = admin.get_client_secret(realm, client_uuid)
-            if user is None:
-                user_id = admin.create_user(realm, spec.username, spec.email, "CI", spec.recipe)
-            else:
-                user_id = user["id"]
-                if user_changes:
-                    admin.update_user(realm, user_id, user_changes)
-            if "set password" in actions:
-                admin.set_password(realm, user_id, password)
-
-        result = {
-            "realm": realm,
-            "client_id": spec.client,
-            "username": spec.username,
-            "credentials": {"client_secret": secret, "user_password": password},
-        }
-        result.update(self._endpoints(realm, exists=not check_mode or existing is not None))
-        return Outcome(bool(actions), actions, {"before": before, "after": after}, result)
-
-    def _can_log_in(
-        self, realm: str, client_id: str, secret: str | None, username: str, password: str
-    ) -> bool:
-        try:
-            self.admin.password_grant(realm, client_id, secret, username, password)
-        except KeycloakError as exc:
-            if exc.status in (400, 401):
-                return False
-            raise
-        return True
-
-    def _endpoints(self, realm: str, exists: bool) -> dict:
-        if exists:
-            config = self.admin.discovery(realm)
-            return {"issuer": config["issuer"], "token_endpoint": config["token_endpoint"]}
-        issuer = self.admin.issuer(realm)
-        return {"issuer": issuer, "token_endpoint": f"{issuer}/protocol/openid-connect/token"}
-
-    @staticmethod
-    def _summary(realm: str, existing: dict | None, client: dict | None, user: dict | None) -> dict:
-        if existing is None:
-            return {}
-        summary: dict[str, Any] = {"realm": realm, "enabled": bool(existing.get("enabled"))}
-        if client is not None:
-            summary["client"] = {
-                k: client.get(k)
-                for k in (
-                    "clientId",
-                    "publicClient",
-                    "standardFlowEnabled",
-                    "directAccessGrantsEnabled",
-                    "redirectUris",
-                )
-            }
-        if user is not None:
-            summary["user"] = {
-                k: user.get(k)
-                for k in (
-                    "username",
-                    "email",
-                    "firstName",
-                    "lastName",
-                    "enabled",
-                    "emailVerified",
-                    "requiredActions",
-                )
-            }
-        return summary
-
-    # absent ------------------------------------------------------------------------------
-    def absent(self, recipe: str, run_id: str, check_mode: bool = False) -> Outcome:
-        realm = realm_name(recipe, run_id)
-        ensure_deletable(realm)
-        existing = self.admin.get_realm(realm)
-        if existing is None:
-            return Outcome(False, [], {"before": {}, "after": {}}, {"realm": realm})
-        if not check_mode:
-            self.admin.delete_realm(realm)
-        return Outcome(
-            True, ["delete realm"], {"before": {"realm": realm}, "after": {}}, {"realm": realm}
-        )
-
-    # reaped ------------------------------------------------------------------------------
-    def reap(
-        self, live_run_ids: Iterable[str], recipe: str | None = None, check_mode: bool = False
-    ) -> Outcome:
-        live = [validate_run_id(r) for r in live_run_ids]
-        names = [r["realm"] for r in self.admin.list_realms()]
-        doomed = realms_to_reap(names, live)
-        if recipe is not None:
-            doomed = [n for n in doomed if parse_realm_name(n)[0] == recipe]
-        deleted = []
-        for name in doomed:
-            if check_mode or self.admin.delete_realm(name):
-                deleted.append(name)
-        kept = [n for n in names if n not in doomed]
-        return Outcome(
-            bool(deleted),
-            [f"delete realm {n}" for n in deleted],
-            {"before": {"realms": sorted(names)}, "after": {"realms": sorted(kept)}},
-            {"deleted": deleted, "kept": kept},
-        )
-
-    # info --------------------------------------------------------------------------------
-    def info(self) -> list[dict]:
-        realms = []
-        for rep in self.admin.list_realms():
-            name = rep["realm"]
-            parsed = parse_realm_name(name) if is_ci_realm(name) else None
-            realms.append(
-                {
-                    "realm": name,
-                    "enabled": bool(rep.get("enabled")),
-                    "ci": parsed is not None,
-                    "recipe": parsed[0] if parsed else None,
-                    "run_id": parsed[1] if parsed else None,
-                }
-            )
-        return realms

@@ -56,13 +56,16 @@ from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
-    validate_recipe,
     validate_run_id,
     validate_state_dir,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._state import fsync_dir, stamp
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
+    LOCK_NAME,
+    RecipePaths,
+    fsync_dir,
+    stamp,
+)
 
-LOCK_NAME = "lock"
 GUARD_NAME = ".lock.guard"
 #: Seconds a lock file that is not a valid owner record must age before it counts as stale.
 CORRUPT_GRACE = 60.0
@@ -84,7 +87,7 @@ class LockTimeout(LockError):
     """The bounded wait ended with the lock still held by someone else."""
 
     def __init__(self, message: str, holder: dict[str, Any] | None, waited: float):
-        super().__init__(message)
+        super().__init__(message, holder=holder, waited=waited, broken=None)
         self.holder = holder
         self.waited = waited
 
@@ -277,12 +280,11 @@ class AppLock:
 
     def __init__(self, state_dir: str, recipe: str, corrupt_grace: float = CORRUPT_GRACE):
         try:
-            self.state_dir = validate_state_dir(state_dir)
-            self.recipe = validate_recipe(recipe)
+            paths = RecipePaths.of(state_dir, recipe)
         except ValidationError as exc:
             raise LockError(str(exc)) from None
-        self.directory = os.path.join(self.state_dir, self.recipe)
-        self.path = os.path.join(self.directory, LOCK_NAME)
+        self.state_dir, self.recipe = paths.state_dir, paths.recipe
+        self.directory, self.path = paths.directory, paths.lock
         self.guard_path = os.path.join(self.directory, GUARD_NAME)
         self.corrupt_grace = corrupt_grace
 
@@ -510,14 +512,8 @@ class AppLock:
         """
         _faults.checkpoint(P_RELEASING)
         with self._guard():
-            holder = self.holder()
-            if holder is None:
+            if not self.predict_release(run_id, force):
                 return False
-            if not (force or self._owns(holder, run_id)):
-                raise LockError(
-                    f"refusing to release the lock of {self.recipe}: it is held by "
-                    f"{describe(holder)}, not by run {run_id}; use force to release it anyway"
-                )
             self._remove()
             return True
 

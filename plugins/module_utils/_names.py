@@ -31,6 +31,8 @@ MAX_STACK_LEN = 50
 class ValidationError(CcciError, ValueError):
     """A value a user supplied breaks a naming rule. The message is for the user."""
 
+    standalone = True
+
 
 def validate_recipe(name: object) -> str:
     if not isinstance(name, str) or not RECIPE_RE.match(name):

@@ -60,11 +60,10 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     is_commit,
     validate_domain,
-    validate_recipe,
     validate_run_id,
-    validate_state_dir,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
+    RecipePaths,
     StateError,
     fsync_dir,
     read_json,
@@ -72,7 +71,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     write_json,
 )
 
-REGISTRY_NAME = "canonical.json"
 SCHEMA = 1
 HISTORY_LIMIT = 50
 STATUSES = ("idle", "deployed", "quick", "restoring", "seeding")
@@ -125,10 +123,9 @@ class Registry:
     """The registry of one recipe's canonical."""
 
     def __init__(self, state_dir: str, recipe: str):
-        self.state_dir = validate_state_dir(state_dir)
-        self.recipe = validate_recipe(recipe)
-        self.directory = os.path.join(self.state_dir, self.recipe)
-        self.path = os.path.join(self.directory, REGISTRY_NAME)
+        paths = RecipePaths.of(state_dir, recipe)
+        self.state_dir, self.recipe = paths.state_dir, paths.recipe
+        self.directory, self.path = paths.directory, paths.registry
 
     # -- reading
 

@@ -42,9 +42,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    DEFAULT_STATE_DIR,
+    CcciError,
+)
 
-DEFAULT_STATE_DIR = "/var/lib/ci-warm"
 DEFAULT_KEEP = 30
 EXIT_USAGE = 2
 #: Name of the (non-secret) variable telling ``ccci _exec`` where the secrets wait.

@@ -25,30 +25,46 @@ why; the short version:
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import hashlib
 import json
 import os
-import queue
 import re
 import secrets
-import shutil
-import stat
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
-from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    validate_recipe,
-    validate_state_dir,
+from ansible_collections.coopcloud.ci.plugins.module_utils._archive import (  # noqa: F401
+    CHUNK,
+    DEFAULT_MAX_MEMBERS,
+    BackgroundDigests,
+    CorruptSnapshotError,
+    HostileArchiveError,
+    SnapshotError,
+    TarScanner,
+    TreeSink,
+    meta_digest,
+    tree_digest,
+    tree_digests,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._fsops import (
+    TAR_CREATE,
+    TAR_ENV,
+    TAR_EXTRACT,
+    clean_staging,
+    exchange,
+    gnu_tar,
+    remove_tree,
+    staging_name,
+    tar_version,
+    write_synced,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
+    SNAPSHOT_NAME,
+    RecipePaths,
     dumps,
     fsync_dir,
     stamp,
@@ -56,654 +72,33 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-SLOT = "snapshot"
-DEFAULT_MAX_MEMBERS = 1_000_000
-CHUNK = 1 << 20
+SLOT = SNAPSHOT_NAME
 _SHORT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_PAX_MAX = 1 << 20
 
-TAR_CREATE = [
-    "--create",
-    "--file=-",
-    "--format=posix",
-    "--pax-option=delete=atime,delete=ctime",
-    "--sort=name",
-    "--numeric-owner",
-    "--no-acls",
-    "--no-xattrs",
-    "--no-selinux",
-]
-TAR_EXTRACT = [
-    "--extract",
-    "--numeric-owner",
-    "--same-owner",
-    "--same-permissions",
-    "--no-acls",
-    "--no-xattrs",
-    "--no-selinux",
-]
-_TAR_ENV = {"LC_ALL": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin"}
-
-P_VOLUME_ARCHIVED = _faults.register(
-    "snapshot.volume-archived", "take: one archive written and fsynced, others not yet"
+# Crash points (tests/reliability kills the process at each; see _faults).
+(
+    P_VOLUME_ARCHIVED,
+    P_WRITTEN,
+    P_MID_SWAP,
+    P_SWAPPED,
+    P_REMOVING,
+    P_VERIFIED,
+    P_STAGED,
+    P_SWAPPED_ONE,
+    P_RESTORED,
+) = _faults.register_all(
+    {
+        "snapshot.volume-archived": "take: one archive written and fsynced, others not yet",
+        "snapshot.written": "take: all archives and the manifest fsynced, not yet swapped in",
+        "snapshot.mid-swap": "take (two-rename fallback): old moved aside, new not yet in place",
+        "snapshot.swapped": "take: new snapshot in place, replaced one not yet removed",
+        "snapshot.removing": "absent: slot moved aside, not yet deleted",
+        "restore.verified": "restore: every archive verified, nothing extracted yet",
+        "restore.staged": "restore: every archive extracted into staging, no volume swapped yet",
+        "restore.swapped-one": "restore: the first volume swapped, the others not yet",
+        "restore.swapped": "restore: every volume swapped, the replaced trees not yet removed",
+    }
 )
-P_WRITTEN = _faults.register(
-    "snapshot.written", "take: all archives and the manifest fsynced, not yet swapped in"
-)
-P_MID_SWAP = _faults.register(
-    "snapshot.mid-swap", "take (two-rename fallback): old moved aside, new not yet in place"
-)
-P_SWAPPED = _faults.register(
-    "snapshot.swapped", "take: new snapshot in place, replaced one not yet removed"
-)
-P_REMOVING = _faults.register("snapshot.removing", "absent: slot moved aside, not yet deleted")
-P_VERIFIED = _faults.register(
-    "restore.verified", "restore: every archive verified, nothing extracted yet"
-)
-P_STAGED = _faults.register(
-    "restore.staged", "restore: every archive extracted into staging, no volume swapped yet"
-)
-P_SWAPPED_ONE = _faults.register(
-    "restore.swapped-one", "restore: the first volume swapped, the others not yet"
-)
-P_RESTORED = _faults.register(
-    "restore.swapped", "restore: every volume swapped, the replaced trees not yet removed"
-)
-
-
-class SnapshotError(CcciError, RuntimeError):
-    """A snapshot cannot be taken, read or restored. The message is for the user."""
-
-
-class CorruptSnapshotError(SnapshotError):
-    """The snapshot on disk does not match its manifest (or the manifest is broken)."""
-
-
-class HostileArchiveError(SnapshotError):
-    """An archive holds a member that could write outside the volume, or too many."""
-
-
-# --- tree digests ---------------------------------------------------------------------
-
-
-def _field(value: bytes) -> bytes:
-    return b"%d:%s," % (len(value), value)
-
-
-def _record(path: bytes, kind: bytes, *fields: bytes) -> bytes:
-    return b"".join(_field(f) for f in (path, kind, *fields)) + b"\n"
-
-
-def _meta(mode: int, uid: int, gid: int, mtime_ns: int) -> tuple[bytes, ...]:
-    return (b"%o" % mode, b"%d" % uid, b"%d" % gid, b"%d" % mtime_ns)
-
-
-class _TreeHasher:
-    """Both digests of a tree, fed entry by entry in traversal order.
-
-    ``tree`` covers everything (content too); ``meta`` covers the same records without
-    file contents: cheap to compute from ``lstat`` alone, so an unchanged ``meta`` is the
-    only case where file contents need reading to tell whether a tree changed.
-    """
-
-    def __init__(self) -> None:
-        self.tree = hashlib.sha256(b"ccci-tree-1\n")
-        self.meta = hashlib.sha256(b"ccci-meta-1\n")
-        self.entries = 0
-
-    def add(
-        self,
-        path: bytes,
-        kind: bytes,
-        meta: tuple[bytes, ...],
-        extra: bytes = b"",
-        content: bytes | None = None,
-    ) -> None:
-        self.entries += 1
-        rec = _record(path, kind, *meta, extra)
-        self.meta.update(rec)
-        if content is not None:
-            rec = _record(path, kind, *meta, extra, content)
-        self.tree.update(rec)
-
-
-class _TreeSink:
-    """Turns :class:`TarScanner` events into the tree and meta digests."""
-
-    def __init__(self) -> None:
-        self.hasher = _TreeHasher()
-        self._file: Any = None
-        self._open: tuple = ()
-
-    def process(self, events: list[Any]) -> None:
-        add = self.hasher.add
-        for ev in events:
-            if type(ev) is memoryview:
-                self._file.update(ev)
-            elif ev is None:
-                path, meta, size = self._open
-                add(path, b"f", meta, size, self._file.hexdigest().encode())
-                self._file = None
-            elif ev[0] == "o":
-                self._open = ev[1:]
-                self._file = hashlib.sha256()
-            else:
-                add(ev[1], ev[2], ev[3], ev[4])
-
-    def digests(self) -> dict[str, str]:
-        return {
-            "tree_digest": self.hasher.tree.hexdigest(),
-            "meta_digest": self.hasher.meta.hexdigest(),
-        }
-
-
-def _walk(root: bytes) -> Iterator[tuple[bytes, bytes, os.stat_result]]:
-    """``(relative, absolute, lstat)`` depth-first, names sorted bytewise in each directory.
-
-    This is the order GNU tar's ``--sort=name`` archives a tree in.
-    """
-    st = os.lstat(root)
-    yield b".", root, st
-    stack: list[Iterator[tuple[bytes, bytes]]] = []
-
-    def children(rel: bytes, absolute: bytes) -> Iterator[tuple[bytes, bytes]]:
-        names = sorted(os.listdir(absolute))
-        prefix = b"" if rel == b"." else rel + b"/"
-        return ((prefix + n, absolute + b"/" + n) for n in names)
-
-    stack.append(children(b".", root))
-    while stack:
-        item = next(stack[-1], None)
-        if item is None:
-            stack.pop()
-            continue
-        rel, absolute = item
-        st = os.lstat(absolute)
-        yield rel, absolute, st
-        if stat.S_ISDIR(st.st_mode):
-            stack.append(children(rel, absolute))
-
-
-def _digests(path: str, content: bool) -> tuple[str, str, int]:
-    root = os.fsencode(os.path.abspath(path))
-    if not os.path.isdir(root):
-        raise SnapshotError(f"{path} is not a directory")
-    hasher = _TreeHasher()
-    first_of: dict[tuple[int, int], bytes] = {}
-    for rel, absolute, st in _walk(root):
-        mode = st.st_mode
-        meta = _meta(stat.S_IMODE(mode), st.st_uid, st.st_gid, st.st_mtime_ns)
-        if stat.S_ISREG(mode):
-            if st.st_nlink > 1:
-                key = (st.st_dev, st.st_ino)
-                first = first_of.get(key)
-                if first is not None:
-                    hasher.add(rel, b"h", (), first)
-                    continue
-                first_of[key] = rel
-            digest = _file_sha256(absolute) if content else None
-            hasher.add(rel, b"f", meta, b"%d" % st.st_size, digest)
-        elif stat.S_ISDIR(mode):
-            hasher.add(rel, b"d", meta)
-        elif stat.S_ISLNK(mode):
-            hasher.add(rel, b"l", meta, os.readlink(absolute))
-        elif stat.S_ISFIFO(mode):
-            hasher.add(rel, b"p", meta)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            kind = b"c" if stat.S_ISCHR(mode) else b"b"
-            hasher.add(rel, kind, meta, b"%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev)))
-        # sockets: tar does not archive them, so they are not part of a tree either
-    return hasher.tree.hexdigest(), hasher.meta.hexdigest(), hasher.entries
-
-
-def _file_sha256(path: bytes) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as handle:
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        while True:
-            n = handle.readinto(buf)
-            if not n:
-                break
-            digest.update(view[:n])
-    return digest.hexdigest().encode()
-
-
-def tree_digest(path: str) -> str:
-    """One sha256 over the whole tree at ``path``, the proof that "the exact bytes are back".
-
-    Covers, for every entry in a fixed order (depth-first, names sorted bytewise): its
-    relative path, type, permission bits, numeric uid and gid, mtime in nanoseconds; for
-    files the size and the sha256 of the content; for symlinks the target; for a second
-    hard link to a file, the path of the first. Sockets are left out (tar cannot carry
-    them); extended attributes and ACLs are not covered.
-    """
-    return _digests(path, content=True)[0]
-
-
-def meta_digest(path: str) -> str:
-    """:func:`tree_digest` without file contents (``lstat`` only): a cheap change detector."""
-    return _digests(path, content=False)[1]
-
-
-def tree_digests(path: str) -> dict[str, Any]:
-    tree, meta, entries = _digests(path, content=True)
-    return {"tree_digest": tree, "meta_digest": meta, "entries": entries}
-
-
-# --- the tar stream scanner -----------------------------------------------------------
-
-_ALLOWED = {
-    b"0": b"f", b"\0": b"f", b"7": b"f",  # regular (7 = contiguous: a regular file)
-    b"1": b"h", b"2": b"l", b"5": b"d", b"6": b"p",
-}  # fmt: skip
-
-
-def _number(field: bytes, what: str) -> int:
-    if field and field[0] & 0x80:  # GNU base-256
-        value = int.from_bytes(field, "big", signed=False) & ((1 << (8 * len(field) - 1)) - 1)
-        if field[0] & 0x40:  # negative
-            value -= 1 << (8 * len(field) - 1)
-        return value
-    text = field.split(b"\0", 1)[0].strip(b" ")
-    if not text:
-        return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise CorruptSnapshotError(f"bad {what} field {field!r}") from None
-
-
-def _pax_int(pax: Mapping[bytes, bytes], key: bytes, what: str) -> int:
-    """A decimal pax record (``size``, ``uid``, ``gid``), or refuse the archive as corrupt."""
-    text = pax[key]
-    if not text.isdigit():
-        raise CorruptSnapshotError(
-            f"{what} has a pax {key.decode()} record that is not a decimal number: {text!r}"
-        )
-    return int(text)
-
-
-def _mtime_ns(text: bytes) -> int:
-    sign = -1 if text.startswith(b"-") else 1
-    whole, _, frac = text.lstrip(b"-").partition(b".")
-    frac = (frac + b"000000000")[:9]
-    try:
-        return sign * (int(whole or b"0") * 1_000_000_000 + int(frac))
-    except ValueError:
-        raise CorruptSnapshotError(f"bad pax mtime {text!r}") from None
-
-
-def _clean_path(name: bytes, what: str) -> bytes:
-    """The member path relative to the volume root, or refuse it."""
-    if not name:
-        raise HostileArchiveError(f"{what} has an empty name")
-    if b"\0" in name:
-        raise HostileArchiveError(f"{what} {name!r} has a NUL byte in its name")
-    if name.startswith(b"/"):
-        raise HostileArchiveError(f"{what} {name!r} is an absolute path")
-    parts = [p for p in name.split(b"/") if p not in (b"", b".")]
-    if b".." in parts:
-        raise HostileArchiveError(f"{what} {name!r} has a '..' component")
-    return b"/".join(parts) or b"."
-
-
-def _symlink_stays_inside(path: bytes, target: bytes) -> bool:
-    if not target or target.startswith(b"/"):
-        return False
-    depth = path.count(b"/")  # the link's directory, in components below the root
-    if path == b".":
-        return False
-    for part in target.split(b"/"):
-        if part in (b"", b"."):
-            continue
-        if part == b"..":
-            depth -= 1
-            if depth < 0:
-                return False
-        else:
-            depth += 1
-    return True
-
-
-class TarScanner:
-    """Parses a tar stream fed in chunks: hostile checks, counts and (optionally) digests.
-
-    ``feed`` raises :class:`HostileArchiveError` at the first header that breaks a rule,
-    *before* the caller passes that chunk on, and :class:`CorruptSnapshotError` at a
-    header whose checksum is wrong.
-    """
-
-    def __init__(
-        self,
-        label: str,
-        max_members: int = DEFAULT_MAX_MEMBERS,
-        digests: bool = False,
-        inline: bool = True,
-    ) -> None:
-        self.label = label
-        self.max_members = max_members
-        #: With ``digests``, the tree records and file contents to hash, in order; a
-        #: :class:`_TreeSink` turns them into digests (inline, or in another thread).
-        self.events: list[Any] | None = [] if digests else None
-        self.sink = _TreeSink() if digests and inline else None
-        self.members = 0
-        self.files = 0
-        self.content_bytes = 0
-        self.ended = False
-        self._hdr = bytearray()
-        self._data_left = 0
-        self._pad_left = 0
-        self._collect: bytearray | None = None
-        self._collect_kind = b""
-        self._in_file = False
-        self._pax: dict[bytes, bytes] = {}
-        self._long_name: bytes | None = None
-        self._long_link: bytes | None = None
-        self._symlinks: set[bytes] = set()
-
-    # feeding ----------------------------------------------------------------------
-    def feed(self, data: memoryview | bytes) -> None:
-        view = memoryview(data)  # slicing bytes would copy every file's content
-        pos = 0
-        size = len(view)
-        while pos < size and not self.ended:
-            if self._data_left:
-                k = min(self._data_left, size - pos)
-                if self._in_file:
-                    self.events.append(view[pos : pos + k])
-                elif self._collect is not None:
-                    if len(self._collect) + k > _PAX_MAX:
-                        raise HostileArchiveError(
-                            f"{self.label}: an extended header is larger than {_PAX_MAX} bytes"
-                        )
-                    self._collect += view[pos : pos + k]
-                pos += k
-                self._data_left -= k
-                if not self._data_left:
-                    self._end_data()
-                continue
-            if self._pad_left:
-                k = min(self._pad_left, size - pos)
-                pos += k
-                self._pad_left -= k
-                continue
-            if not self._hdr and size - pos >= 512:
-                block = bytes(view[pos : pos + 512])
-                pos += 512
-            else:
-                k = min(512 - len(self._hdr), size - pos)
-                self._hdr += view[pos : pos + k]
-                pos += k
-                if len(self._hdr) < 512:
-                    continue
-                block = bytes(self._hdr)
-                self._hdr.clear()
-            self._header(block)
-        if self.sink is not None:
-            self.sink.process(self.events)
-            self.events.clear()
-
-    def take_events(self) -> list[Any]:
-        events, self.events = self.events, []
-        return events
-
-    def finish(self) -> dict[str, Any]:
-        if not self.ended:
-            raise CorruptSnapshotError(
-                f"{self.label} is truncated: the stream ends before the end-of-archive marker"
-            )
-        summary: dict[str, Any] = {
-            "members": self.members,
-            "files": self.files,
-            "content_bytes": self.content_bytes,
-        }
-        if self.sink is not None:
-            summary.update(self.sink.digests())
-        return summary
-
-    # headers ----------------------------------------------------------------------
-    def _header(self, block: bytes) -> None:
-        if block == bytes(512):
-            self.ended = True
-            return
-        stored = _number(block[148:156], "checksum")
-        unsigned = sum(block[:148]) + 256 + sum(block[156:])
-        if stored != unsigned:
-            signed = sum(b - 256 if b > 127 else b for b in block[:148] + block[156:]) + 256
-            if stored != signed:
-                raise CorruptSnapshotError(
-                    f"{self.label}: header {self.members + 1} has a bad checksum "
-                    "(the archive is corrupt)"
-                )
-        kind = block[156:157]
-        size = _number(block[124:136], "size")
-        if kind in (b"x", b"L", b"K"):
-            self._collect = bytearray()
-            self._collect_kind = kind
-            self._start_data(size, False)
-            return
-        if kind == b"g":
-            raise HostileArchiveError(f"{self.label}: global extended headers are not accepted")
-        self.members += 1
-        if self.members > self.max_members:
-            raise HostileArchiveError(
-                f"{self.label} has more than {self.max_members} members (max_members)"
-            )
-        pax, self._pax = self._pax, {}
-        long_name, self._long_name = self._long_name, None
-        long_link, self._long_link = self._long_link, None
-        name = pax.get(b"path") or long_name
-        if name is None:
-            name = block[0:100].split(b"\0", 1)[0]
-            if block[257:263] == b"ustar\x00":
-                prefix = block[345:500].split(b"\0", 1)[0]
-                if prefix:
-                    name = prefix + b"/" + name
-        link = pax.get(b"linkpath") or long_link or block[157:257].split(b"\0", 1)[0]
-        what = f"{self.label}: member"
-        if b"size" in pax:
-            size = _pax_int(pax, b"size", f"{what} {name!r}")
-        if kind in (b"3", b"4"):
-            dev = "character" if kind == b"3" else "block"
-            raise HostileArchiveError(f"{what} {name!r} is a {dev} device file")
-        if kind not in _ALLOWED:
-            raise HostileArchiveError(f"{what} {name!r} has an unsupported type {kind!r}")
-        for key in pax:
-            if key.startswith(b"GNU.sparse"):
-                raise HostileArchiveError(f"{what} {name!r} is a sparse file (not supported)")
-        path = _clean_path(name, what)
-        t = _ALLOWED[kind]
-        if path == b"." and t != b"d":
-            raise HostileArchiveError(f"{what} {name!r} replaces the volume root")
-        if self._symlinks:
-            self._refuse_beneath_symlink(path, name, what)
-        if t == b"l":
-            if not _symlink_stays_inside(path, link):
-                raise HostileArchiveError(
-                    f"{what} {name!r} is a symlink to {link!r}, which leaves the volume"
-                )
-            self._symlinks.add(path)
-        elif t == b"h":
-            target = _clean_path(link, f"{what} {name!r}: hard link target")
-            if target == b".":
-                raise HostileArchiveError(f"{what} {name!r} is a hard link to the volume root")
-            if self._symlinks:
-                self._refuse_beneath_symlink(target, link, f"{what} {name!r}: hard link target")
-            link = target
-        if self.events is None and t != b"f":
-            self._start_data(size, False)
-            return
-        mode = _number(block[100:108], "mode") & 0o7777
-        uid = (
-            _pax_int(pax, b"uid", f"{what} {name!r}")
-            if b"uid" in pax
-            else _number(block[108:116], "uid")
-        )
-        gid = (
-            _pax_int(pax, b"gid", f"{what} {name!r}")
-            if b"gid" in pax
-            else _number(block[116:124], "gid")
-        )
-        if b"mtime" in pax:
-            mtime = _mtime_ns(pax[b"mtime"])
-        else:
-            mtime = _number(block[136:148], "mtime") * 1_000_000_000
-        if t == b"f":
-            self.files += 1
-            self.content_bytes += size
-        if self.events is None:
-            self._start_data(size, False)
-            return
-        meta = _meta(mode, uid, gid, mtime)
-        if t == b"f":
-            self.events.append(("o", path, meta, b"%d" % size))
-            self._start_data(size, True)
-            return
-        if t == b"h":
-            self.events.append(("r", path, b"h", (), link))
-        elif t == b"l":
-            self.events.append(("r", path, b"l", meta, link))
-        else:
-            self.events.append(("r", path, t, meta, b""))
-        self._start_data(size, False)
-
-    def _refuse_beneath_symlink(self, path: bytes, name: bytes, what: str) -> None:
-        parts = path.split(b"/")
-        for i in range(1, len(parts)):
-            if b"/".join(parts[:i]) in self._symlinks:
-                raise HostileArchiveError(f"{what} {name!r} lies beneath a symlink of the archive")
-
-    def _start_data(self, size: int, in_file: bool) -> None:
-        if size < 0:
-            raise CorruptSnapshotError(f"{self.label}: a member has a negative size")
-        self._in_file = in_file
-        self._data_left = size
-        self._pad_left = (-size) % 512
-        if not size:
-            self._end_data()
-
-    def _end_data(self) -> None:
-        if self._in_file:
-            self.events.append(None)
-            self._in_file = False
-        elif self._collect is not None:
-            data, self._collect = bytes(self._collect), None
-            if self._collect_kind == b"x":
-                self._pax = _parse_pax(data, self.label)
-            elif self._collect_kind == b"L":
-                self._long_name = data.split(b"\0", 1)[0]
-            else:
-                self._long_link = data.split(b"\0", 1)[0]
-
-
-def _parse_pax(data: bytes, label: str) -> dict[bytes, bytes]:
-    records: dict[bytes, bytes] = {}
-    pos = 0
-    while pos < len(data):
-        if data[pos] == 0:
-            break
-        space = data.find(b" ", pos)
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise CorruptSnapshotError(f"{label}: malformed extended header") from None
-        record = data[space + 1 : pos + length]
-        if length <= 0 or not record.endswith(b"\n") or b"=" not in record:
-            raise CorruptSnapshotError(f"{label}: malformed extended header")
-        key, _, value = record[:-1].partition(b"=")
-        records[key] = value
-        pos += length
-    return records
-
-
-# --- small system helpers -------------------------------------------------------------
-
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-_libc: Any = None
-
-
-def _c() -> Any:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
-
-def exchange(a: str, b: str) -> bool:
-    """Atomically swap two paths (``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
-    try:
-        fn = _c().renameat2
-    except AttributeError:
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), a)
-
-
-def _remove_tree(path: str) -> None:
-    """Remove a tree we own (never follows symlinks); ``rm`` is several times faster."""
-    if not os.path.lexists(path):
-        return
-    proc = subprocess.run(
-        ["rm", "-rf", "--one-file-system", "--", path],
-        capture_output=True,
-        env=_TAR_ENV,
-        check=False,
-    )
-    if proc.returncode != 0 and os.path.lexists(path):
-        shutil.rmtree(path)
-
-
-def _tar() -> str:
-    path = shutil.which("tar", path=_TAR_ENV["PATH"])
-    if not path:
-        raise SnapshotError("GNU tar is not installed on this node (apt-get install tar)")
-    return path
-
-
-class _Background:
-    """The archive's sha256 (and, given a sink, the tree digests) computed in a thread.
-
-    hashlib releases the GIL, so this overlaps with reading and header parsing. Chunks
-    must be immutable ``bytes``; at most eight batches are queued: memory stays flat.
-    """
-
-    def __init__(self, sink: _TreeSink | None = None) -> None:
-        self._hash = hashlib.sha256()
-        self.sink = sink
-        self._queue: queue.Queue[tuple | None] = queue.Queue(maxsize=8)
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="digests", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            chunk, events = item
-            self._hash.update(chunk)
-            if events:
-                self.sink.process(events)
-
-    def update(self, chunk: bytes, events: list[Any] | None = None) -> None:
-        self._queue.put((chunk, events))
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._queue.put(None)
-            self._thread.join()
-
-    def hexdigest(self) -> str:
-        self.close()
-        return self._hash.hexdigest()
 
 
 # --- the store ------------------------------------------------------------------------
@@ -713,11 +108,10 @@ class SnapshotStore:
     """The one last-good snapshot of ``recipe`` under ``state_dir``."""
 
     def __init__(self, state_dir: str, recipe: str, max_members: int = DEFAULT_MAX_MEMBERS) -> None:
-        self.state_dir = validate_state_dir(state_dir)
-        self.recipe = validate_recipe(recipe)
+        paths = RecipePaths.of(state_dir, recipe)
+        self.state_dir, self.recipe = paths.state_dir, paths.recipe
         self.max_members = int(max_members)
-        self.base = os.path.join(self.state_dir, self.recipe)
-        self.path = os.path.join(self.base, SLOT)
+        self.base, self.path = paths.directory, paths.snapshot
         self.manifest_path = os.path.join(self.path, MANIFEST)
 
     # reading ----------------------------------------------------------------------
@@ -788,7 +182,7 @@ class SnapshotStore:
             raise CorruptSnapshotError(
                 f"archive {path} named in the snapshot manifest is missing"
             ) from None
-        digest = _Background()
+        digest = BackgroundDigests()
         try:
             with handle:
                 size = os.fstat(handle.fileno()).st_size
@@ -860,7 +254,7 @@ class SnapshotStore:
                 actions.append(f"moved {aside[0]} back to {self.path}")
         for name in sorted(os.listdir(self.base)):
             if name.startswith((f"{SLOT}.tmp-", f"{SLOT}.old-", f"{SLOT}.del-")):
-                _remove_tree(os.path.join(self.base, name))
+                remove_tree(os.path.join(self.base, name))
                 actions.append(f"removed leftover {name}")
         return actions
 
@@ -882,8 +276,8 @@ class SnapshotStore:
             _check_short(short)
             if not os.path.isdir(directory):
                 raise SnapshotError(f"volume {short!r}: {directory} is not a directory")
-        tar = _tar()
-        archiver = _tar_version(tar)  # refuses a tar that is not GNU tar, before anything
+        tar = gnu_tar()
+        archiver = tar_version(tar)  # refuses a tar that is not GNU tar, before anything
         os.makedirs(self.base, mode=0o700, exist_ok=True)
         self.recover()
         tmp = os.path.join(self.base, f"{SLOT}.tmp-{secrets.token_hex(4)}")
@@ -908,12 +302,12 @@ class SnapshotStore:
                 "volumes": entries,
                 **(dict(extra) if extra else {}),
             }
-            _write_synced(os.path.join(tmp, MANIFEST), dumps(manifest))
+            write_synced(os.path.join(tmp, MANIFEST), dumps(manifest))
             fsync_dir(tmp)
             _faults.checkpoint(P_WRITTEN)
             self._swap_in(tmp)
         except BaseException:
-            _remove_tree(tmp)
+            remove_tree(tmp)
             raise
         return manifest
 
@@ -927,7 +321,7 @@ class SnapshotStore:
         """
         label = f"volume {short!r} ({directory})"
         scanner = TarScanner(label, self.max_members, digests=True, inline=False)
-        digest = _Background(_TreeSink())
+        digest = BackgroundDigests(TreeSink())
         errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
         out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -935,7 +329,7 @@ class SnapshotStore:
                 [tar, *TAR_CREATE, "--directory", directory, "."],
                 stdout=out,
                 stderr=errors,
-                env=_TAR_ENV,
+                env=TAR_ENV,
             )
         except BaseException:
             digest.close()
@@ -993,7 +387,7 @@ class SnapshotStore:
             if exchange(tmp, self.path):
                 fsync_dir(self.base)
                 _faults.checkpoint(P_SWAPPED)
-                _remove_tree(tmp)  # now holds the replaced snapshot
+                remove_tree(tmp)  # now holds the replaced snapshot
                 return
             old = os.path.join(self.base, f"{SLOT}.old-{secrets.token_hex(4)}")
             os.rename(self.path, old)
@@ -1002,7 +396,7 @@ class SnapshotStore:
             os.rename(tmp, self.path)
             fsync_dir(self.base)
             _faults.checkpoint(P_SWAPPED)
-            _remove_tree(old)
+            remove_tree(old)
             return
         os.rename(tmp, self.path)
         fsync_dir(self.base)
@@ -1020,7 +414,7 @@ class SnapshotStore:
         os.rename(self.path, gone)
         fsync_dir(self.base)
         _faults.checkpoint(P_REMOVING)
-        _remove_tree(gone)
+        remove_tree(gone)
         return True
 
     # restoring --------------------------------------------------------------------
@@ -1042,7 +436,7 @@ class SnapshotStore:
             raise SnapshotError("nothing to restore: no volumes given")
         if create is None and any(t is None for t in targets.values()):
             raise SnapshotError("a volume to restore into is missing and nothing creates it")
-        tar = _tar()
+        tar = gnu_tar()
         self.recover()
         manifest = self.manifest()
         missing = sorted(set(targets) - set(manifest["volumes"]))
@@ -1072,15 +466,15 @@ class SnapshotStore:
         try:
             for short in sorted(targets):
                 target = os.path.abspath(targets[short])
-                _clean_staging(target)
-                staging = _staging_name(target)
+                clean_staging(target)
+                staging = staging_name(target)
                 os.mkdir(staging, 0o700)
                 staged[short] = staging
                 archive = os.path.join(self.path, manifest["volumes"][short]["archive"])
                 proc = subprocess.run(
                     [tar, *TAR_EXTRACT, "--file", archive, "--directory", staging],
                     capture_output=True,
-                    env=_TAR_ENV,
+                    env=TAR_ENV,
                     check=False,
                 )
                 if proc.returncode != 0:
@@ -1092,7 +486,7 @@ class SnapshotStore:
             _faults.checkpoint(P_STAGED)
         except BaseException:
             for staging in staged.values():
-                _remove_tree(staging)
+                remove_tree(staging)
             raise
         replaced = []
         for i, short in enumerate(sorted(targets)):
@@ -1111,7 +505,7 @@ class SnapshotStore:
                 _faults.checkpoint(P_SWAPPED_ONE)
         _faults.checkpoint(P_RESTORED)
         for path in replaced:
-            _remove_tree(path)
+            remove_tree(path)
         return {
             "manifest_digest": self.manifest_digest(),
             "volumes": {
@@ -1123,44 +517,6 @@ class SnapshotStore:
                 for short in targets
             },
         }
-
-
-def _staging_name(target: str) -> str:
-    parent, base = os.path.split(target)
-    return os.path.join(parent, f".{base}.ccci-restore-{secrets.token_hex(4)}")
-
-
-def _clean_staging(target: str) -> None:
-    """Remove staging directories a crashed restore left beside ``target``."""
-    parent, base = os.path.split(target)
-    prefix = f".{base}.ccci-restore-"
-    for name in os.listdir(parent):
-        if name.startswith(prefix):
-            _remove_tree(os.path.join(parent, name))
-
-
-def _write_synced(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_TAR_VERSION: dict[str, str] = {}
-
-
-def _tar_version(tar: str) -> str:
-    if tar not in _TAR_VERSION:
-        out = subprocess.run([tar, "--version"], capture_output=True, text=True, check=False)
-        first = (out.stdout.splitlines() or ["unknown"])[0]
-        if "GNU tar" not in first:
-            raise SnapshotError(f"{tar} is not GNU tar ({first!r}); install GNU tar")
-        _TAR_VERSION[tar] = first
-    return _TAR_VERSION[tar]
 
 
 def _check_short(short: str) -> None:
@@ -1262,13 +618,18 @@ class AppSnapshot:
             )
         return info.mountpoint
 
-    def missing_error(self, short: str, where: str) -> SnapshotError:
+    def node_name(self) -> str:
+        """The engine's node name, for messages only ("this node" when it cannot tell)."""
         node = ""
-        with contextlib.suppress(Exception):  # only for the message
+        with contextlib.suppress(Exception):
             node = (self.client.info() or {}).get("Name", "")
+        return node or "this node"
+
+    def missing_error(self, short: str, where: str) -> SnapshotError:
+        node = self.node_name()
         return SnapshotError(
             f"app {self.domain} has no volume {short!r} ({self.stack}_{short}) on node "
-            f"{node or 'this node'}{where}: a volume lives on the node where the app's task "
+            f"{node}{where}: a volume lives on the node where the app's task "
             "ran; run the task on that node (delegate_to)"
         )
 
@@ -1285,11 +646,8 @@ class AppSnapshot:
     ) -> dict[str, Any]:
         vols = self.volumes(only)
         if not vols:
-            node = ""
-            with contextlib.suppress(Exception):  # only for the message
-                node = (self.client.info() or {}).get("Name", "")
             raise SnapshotError(
-                f"app {self.domain} has no volumes on node {node or 'this node'} (none labelled "
+                f"app {self.domain} has no volumes on node {self.node_name()} (none labelled "
                 f"com.docker.stack.namespace={self.stack}): there is no data to snapshot; if "
                 "the app ran on another node, run the task there (delegate_to)"
             )

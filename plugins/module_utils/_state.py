@@ -26,6 +26,10 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import (  # n
     DEFAULT_STATE_DIR,
     CcciError,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
+    validate_recipe,
+    validate_state_dir,
+)
 
 
 class StateError(CcciError, RuntimeError):
@@ -35,12 +39,25 @@ class StateError(CcciError, RuntimeError):
 # --- layout -------------------------------------------------------------------------------
 
 
+REGISTRY_NAME = "canonical.json"
+SNAPSHOT_NAME = "snapshot"
+LOCK_NAME = "lock"
+
+
 @dataclass(frozen=True)
 class RecipePaths:
-    """Where one recipe's warm state lives: ``<state_dir>/<recipe>/...`` (SPEC §3)."""
+    """Where one recipe's warm state lives: ``<state_dir>/<recipe>/...`` (SPEC §3).
+
+    :meth:`of` checks both parts first (an absolute state dir other than ``/``, a valid
+    recipe name); the registry, the snapshot store, the lock and the status all use it.
+    """
 
     state_dir: str
     recipe: str
+
+    @classmethod
+    def of(cls, state_dir: object, recipe: object) -> RecipePaths:
+        return cls(validate_state_dir(state_dir), validate_recipe(recipe))
 
     @property
     def directory(self) -> str:
@@ -48,15 +65,15 @@ class RecipePaths:
 
     @property
     def registry(self) -> str:
-        return os.path.join(self.directory, "canonical.json")
+        return os.path.join(self.directory, REGISTRY_NAME)
 
     @property
     def snapshot(self) -> str:
-        return os.path.join(self.directory, "snapshot")
+        return os.path.join(self.directory, SNAPSHOT_NAME)
 
     @property
     def lock(self) -> str:
-        return os.path.join(self.directory, "lock")
+        return os.path.join(self.directory, LOCK_NAME)
 
 
 # --- time ---------------------------------------------------------------------------------

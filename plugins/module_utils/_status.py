@@ -58,7 +58,11 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     SnapshotError,
     SnapshotStore,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateError, stamp
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
+    RecipePaths,
+    StateError,
+    stamp,
+)
 
 SCHEMA = 1
 SWEEPS_DIR = "sweeps"
@@ -105,9 +109,9 @@ def recipes_in_state(state_dir: str) -> list[str]:
             validate_recipe(name)
         except ValidationError:
             continue
-        folder = os.path.join(state_dir, name)
-        if any(os.path.lexists(os.path.join(folder, f)) for f in ("canonical.json", "lock")) or (
-            glob.glob(os.path.join(glob.escape(folder), "snapshot*"))
+        paths = RecipePaths(state_dir, name)
+        if any(os.path.lexists(p) for p in (paths.registry, paths.lock)) or (
+            glob.glob(glob.escape(paths.snapshot) + "*")
         ):
             found.append(name)
     return found

@@ -25,11 +25,7 @@ description:
   - "An invalid entry fails the task with one sentence naming the file and the key, for
     example C(.../notes/recipe.yml: key 'health.status' must be a non-empty list of HTTP
     status codes, got 200). Unknown and duplicate keys are refused."
-author:
-  - coopcloud.ci developers
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.INFO_MODULE
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.INFO_MODULE]
 options:
   recipe:
     description:
@@ -51,10 +47,12 @@ options:
         always fails.
     type: bool
     default: false
-seealso:
-  - module: coopcloud.ci.run_record
+author:
+  - coopcloud.ci developers
 notes:
   - Reads only; works the same in check mode.
+seealso:
+  - module: coopcloud.ci.run_record
 """
 
 EXAMPLES = r"""
@@ -140,44 +138,41 @@ errors:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._catalog import (
-    CatalogError,
     default_catalog_dir,
     list_entries,
     load_entry,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import recipe_spec, run_module
+
+
+def read(module: AnsibleModule, p: dict) -> dict:
+    catalog_dir = p["catalog_dir"] or default_catalog_dir()
+    entries, errors = list_entries(catalog_dir)
+    enrolled = sorted(e.recipe for e in entries if e.warm_canonical)
+    if p["recipe"] is None:
+        for error in errors:
+            module.warn(error)
+        return {
+            "catalog_dir": catalog_dir,
+            "enrolled": enrolled,
+            "recipes": [e.recipe for e in entries],
+            "entries": {e.recipe: e.to_dict() for e in entries},
+            "errors": errors,
+        }
+    entry = load_entry(catalog_dir, p["recipe"], missing_ok=p["missing_ok"])
+    return {"catalog_dir": catalog_dir, "entry": entry.to_dict(), "enrolled": enrolled}
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "recipe": {"type": "str"},
+            **recipe_spec(required=False),
             "catalog_dir": {"type": "path"},
             "missing_ok": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
-    p = module.params
-    try:
-        catalog_dir = p["catalog_dir"] or default_catalog_dir()
-        entries, errors = list_entries(catalog_dir)
-        enrolled = sorted(e.recipe for e in entries if e.warm_canonical)
-        if p["recipe"] is None:
-            for error in errors:
-                module.warn(error)
-            module.exit_json(
-                changed=False,
-                catalog_dir=catalog_dir,
-                enrolled=enrolled,
-                recipes=[e.recipe for e in entries],
-                entries={e.recipe: e.to_dict() for e in entries},
-                errors=errors,
-            )
-        entry = load_entry(catalog_dir, p["recipe"], missing_ok=p["missing_ok"])
-    except CatalogError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(
-        changed=False, catalog_dir=catalog_dir, entry=entry.to_dict(), enrolled=enrolled
-    )
+    run_module(module, lambda: read(module, module.params))
 
 
 if __name__ == "__main__":

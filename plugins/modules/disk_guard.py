@@ -43,11 +43,7 @@ description:
   - When a path is still short, writes a C(disk-low) alert under C(<state_dir>/alerts/)
     (O(alert)) and fails with one sentence naming the path, its free bytes and the bytes
     needed.
-author:
-  - coopcloud.ci developers
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.STATE_DIR
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.STATE_DIR]
 options:
   docker_root:
     description:
@@ -95,7 +91,7 @@ options:
       docker_root:
         description: The Docker root's threshold.
         type: dict
-        suboptions:
+        suboptions: &threshold
           min_free_bytes:
             description: Bytes kept free.
             type: int
@@ -107,15 +103,7 @@ options:
       state_dir:
         description: The state directory's threshold.
         type: dict
-        suboptions:
-          min_free_bytes:
-            description: Bytes kept free.
-            type: int
-            default: 0
-          min_free_percent:
-            description: Percent kept free.
-            type: float
-            default: 0
+        suboptions: *threshold
   prune:
     description: Prune (in the safe order above) when a path is short.
     type: bool
@@ -153,6 +141,10 @@ attributes:
     support: full
     details:
       - Once there is room, a second run prunes nothing and is V(ok).
+requirements:
+  - docker (the Docker SDK for Python)
+author:
+  - coopcloud.ci developers
 notes:
   - The alert is deduplicated by kind and target while unseen (see M(coopcloud.ci.warm_alert)).
   - Run it on the manager that holds the state directory, and for O(for_volumes_of), on the
@@ -275,12 +267,14 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import (
     AlertError,
     AlertStore,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._coldruns import (
-    ColdRunError,
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    CcciError,
+    docker_client,
+    run_module,
+    state_dir_spec,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._disk import (
     STEPS,
-    DiskError,
     DiskGuard,
     Threshold,
     docker_root,
@@ -289,7 +283,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._disk import (
     volumes_size,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    ValidationError,
     stack_name,
     validate_state_dir,
 )
@@ -303,60 +296,32 @@ _THRESHOLD = {
 }
 
 
-def _client():
-    import docker
+def disk(module: AnsibleModule, result: dict) -> dict:
+    """Measures, prunes when allowed, and fails with an alert when still short.
 
-    return docker.from_env()
-
-
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "state_dir": {"type": "path", "default": "/var/lib/ci-warm"},
-            "docker_root": {"type": "path"},
-            "need_bytes": {"type": "int", "default": 0},
-            "for_volumes_of": {"type": "str"},
-            "margin_bytes": {"type": "int", "default": 1 << 20},
-            "margin_percent": {"type": "float", "default": 5},
-            "min_free_bytes": {"type": "int", "default": 1 << 30},
-            "min_free_percent": {"type": "float", "default": 5},
-            "thresholds": {
-                "type": "dict",
-                "options": {"docker_root": _THRESHOLD, "state_dir": _THRESHOLD},
-            },
-            "prune": {"type": "bool", "default": True},
-            "prune_steps": {
-                "type": "list",
-                "elements": "str",
-                "choices": list(STEPS),
-                "default": list(STEPS),
-            },
-            "dead_after_hours": {"type": "float", "default": 6},
-            "alert": {"type": "bool", "default": True},
-            "target": {"type": "str"},
-        },
-        mutually_exclusive=[("need_bytes", "for_volumes_of")],
-        supports_check_mode=True,
-    )
+    ``result`` is filled as the work goes, so a failure returns what was found.
+    """
     p = module.params
-    result: dict = {
-        "changed": False,
-        "ok": False,
-        "free": {},
-        "need": 0,
-        "paths": {"before": {}, "after": {}},
-        "pruned": [],
-        "reclaimed": 0,
-        "prune_errors": [],
-        "prune_skipped": None,
-        "alert": None,
-        "docker_root": p["docker_root"],
-    }
+    result.update(
+        {
+            "changed": False,
+            "ok": False,
+            "free": {},
+            "need": 0,
+            "paths": {"before": {}, "after": {}},
+            "pruned": [],
+            "reclaimed": 0,
+            "prune_errors": [],
+            "prune_skipped": None,
+            "alert": None,
+            "docker_root": p["docker_root"],
+        }
+    )
     for key in ("need_bytes", "margin_bytes", "min_free_bytes"):
         if p[key] < 0:
-            module.fail_json(msg=f"{key} must be 0 or more, got {p[key]}", **result)
+            raise CcciError(f"{key} must be 0 or more, got {p[key]}")
     if p["dead_after_hours"] < 0:
-        module.fail_json(msg="dead_after_hours must be 0 or more", **result)
+        raise CcciError("dead_after_hours must be 0 or more")
     client = None
     what = ""
     try:
@@ -364,7 +329,7 @@ def main() -> None:
         stack = stack_name(p["for_volumes_of"]) if p["for_volumes_of"] else None
         target = p["target"] or p["for_volumes_of"] or "disk"
         AlertStore.build("disk-low", target)  # validates the target before anything runs
-        client = _client()
+        client = docker_client(module)
         root = p["docker_root"] or docker_root(client)
         result["docker_root"] = root
         need = p["need_bytes"]
@@ -399,12 +364,12 @@ def main() -> None:
                 "grace_hours": p["dead_after_hours"],
             },
         )
-    except (ValidationError, AlertError, DiskError, ColdRunError) as exc:
-        module.fail_json(msg=str(exc), **result)
-    except Exception as exc:
+    except CcciError:
+        raise
+    except Exception as exc:  # the SDK's errors, and any other: one sentence, no traceback
         if client is None and type(exc).__module__.startswith("docker"):
-            module.fail_json(msg=f"no Docker engine answers: {exc}", **result)
-        module.fail_json(msg=f"the disk guard failed: {type(exc).__name__}: {exc}", **result)
+            raise CcciError(f"no Docker engine answers: {exc}") from exc
+        raise CcciError(f"the disk guard failed: {type(exc).__name__}: {exc}") from exc
 
     final = outcome.before if module.check_mode else outcome.after
     result["ok"] = outcome.ok
@@ -420,7 +385,7 @@ def main() -> None:
         result["prune_skipped"] = outcome.prune.skipped
     result["changed"] = bool(result["pruned"])
     if outcome.ok:
-        module.exit_json(**result)
+        return result
 
     message = outcome.message
     if result["prune_errors"]:
@@ -438,7 +403,40 @@ def main() -> None:
             message += f"; disk-low alert {result['alert']}"
         except (AlertError, OSError) as exc:
             message += f"; the disk-low alert could not be written either: {exc}"
-    module.fail_json(msg=message, **result)
+    raise CcciError(message)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **state_dir_spec(),
+            "docker_root": {"type": "path"},
+            "need_bytes": {"type": "int", "default": 0},
+            "for_volumes_of": {"type": "str"},
+            "margin_bytes": {"type": "int", "default": 1 << 20},
+            "margin_percent": {"type": "float", "default": 5},
+            "min_free_bytes": {"type": "int", "default": 1 << 30},
+            "min_free_percent": {"type": "float", "default": 5},
+            "thresholds": {
+                "type": "dict",
+                "options": {"docker_root": _THRESHOLD, "state_dir": _THRESHOLD},
+            },
+            "prune": {"type": "bool", "default": True},
+            "prune_steps": {
+                "type": "list",
+                "elements": "str",
+                "choices": list(STEPS),
+                "default": list(STEPS),
+            },
+            "dead_after_hours": {"type": "float", "default": 6},
+            "alert": {"type": "bool", "default": True},
+            "target": {"type": "str"},
+        },
+        mutually_exclusive=[("need_bytes", "for_volumes_of")],
+        supports_check_mode=True,
+    )
+    result: dict = {}
+    run_module(module, lambda: disk(module, result), on_failure=lambda: result)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,7 @@ description:
   - "On failure the message is one sentence naming the stack or URL and the last observed
     condition, for example C(stack x did not become healthy within 120 s: service x_app: 0/1
     running), and the failed tasks with their own error text are returned in RV(tasks)."
-author:
-  - coopcloud.ci developers
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.INFO_MODULE
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.INFO_MODULE]
 options:
   url:
     description:
@@ -183,13 +179,17 @@ attributes:
     support: full
     details:
       - The gate only reads, so it probes in check mode too and gives the same answer.
+requirements:
+  - httpx
+  - docker (the Docker SDK for Python, for O(stack) and O(domain))
+author:
+  - coopcloud.ci developers
 notes:
   - The task never reports C(changed).
   - Container health is read from the Docker engine the module talks to, which sees the
     containers on its own node. The swarm marks a task C(running) only once its
     container's health check passed, so tasks on other nodes are gated through their
     task state.
-  - The Python that runs the module needs C(httpx), and the Docker SDK for O(stack).
 seealso:
   - module: coopcloud.ci.recipe_app
 """
@@ -358,23 +358,20 @@ tasks:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    CcciError,
+    docker_client,
+    pick,
+    plain_specs,
+    require,
+    run_module,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._health import (
-    HealthCheckError,
     HttpCheck,
     SwarmCheck,
     gate,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    ValidationError,
-    stack_name,
-)
-
-
-def docker_client():
-    """The Docker engine of this host (``DOCKER_HOST`` and friends are honoured)."""
-    import docker
-
-    return docker.from_env()
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import stack_name
 
 
 #: option -> (its key in the health mapping, its default)
@@ -419,24 +416,46 @@ def build_checks(params: dict) -> list:
     if params["url"]:
         checks.append(
             HttpCheck(
-                url=params["url"],
-                resolve=params["resolve"],
-                host_header=params["host_header"],
-                status=params["status"],
-                body=params["body"],
-                validate_certs=params["validate_certs"],
-                request_timeout=params["request_timeout"],
-                ca_path=params["ca_path"],
+                **pick(params, "url", "resolve", "host_header", "status", "body"),
+                **pick(params, "validate_certs", "request_timeout", "ca_path"),
             )
         )
     return checks
 
 
+def check(module: AnsibleModule) -> dict:
+    params = with_health(module.params)
+    if params["wait_timeout"] < 0 or params["wait_sleep"] <= 0:
+        raise CcciError("wait_timeout must be 0 or more and wait_sleep more than 0 seconds")
+    require(module, "httpx")
+    checks = build_checks(params)
+    swarm = next((c for c in checks if isinstance(c, SwarmCheck)), None)
+    client = None
+    if swarm is not None:
+        try:
+            client = docker_client(module)
+        except Exception as exc:  # the SDK's DockerException: no engine at DOCKER_HOST
+            raise CcciError(
+                f"cannot gate stack {swarm.stack}: no Docker engine answers ({exc})"
+            ) from exc
+    result = gate(checks, params["wait_timeout"], params["wait_sleep"], docker_client=client)
+    out = {"changed": False, **result.as_dict(), "fatal": result.fatal}
+    if swarm is None:
+        out.pop("since")
+    else:
+        out["stack"] = swarm.stack
+    if not result.healthy:
+        if swarm is not None:
+            out["tasks"] = result.tasks
+        if params["fail_on_unhealthy"]:
+            raise CcciError(result.reason, **out)
+    return out
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "url": {"type": "str"},
-            "base_url": {"type": "str"},
+            **plain_specs("str", "url", "base_url", "resolve", "host_header"),
             "health": {
                 "type": "dict",
                 "options": {
@@ -447,17 +466,12 @@ def main() -> None:
                     "interval": {"type": "float"},
                 },
             },
-            "resolve": {"type": "str"},
-            "host_header": {"type": "str"},
             "status": {"type": "list", "elements": "int"},
             "body": {"type": "str"},
             "validate_certs": {"type": "bool", "default": True},
             "ca_path": {"type": "path"},
             "request_timeout": {"type": "float", "default": 5},
-            "stack": {"type": "str"},
-            "domain": {"type": "str"},
-            "since": {"type": "str"},
-            "commit": {"type": "str"},
+            **plain_specs("str", "stack", "domain", "since", "commit"),
             "images": {"type": "dict"},
             "require_healthy": {"type": "bool", "default": True},
             "max_task_failures": {"type": "int", "default": 0},
@@ -469,34 +483,7 @@ def main() -> None:
         mutually_exclusive=[("stack", "domain")],
         supports_check_mode=True,
     )
-    params = with_health(module.params)
-    if params["wait_timeout"] < 0 or params["wait_sleep"] <= 0:
-        module.fail_json(msg="wait_timeout must be 0 or more and wait_sleep more than 0 seconds")
-    try:
-        checks = build_checks(params)
-    except (HealthCheckError, ValidationError) as exc:
-        module.fail_json(msg=str(exc))
-    swarm = next((c for c in checks if isinstance(c, SwarmCheck)), None)
-    client = None
-    if swarm is not None:
-        try:
-            client = docker_client()
-        except Exception as exc:
-            module.fail_json(
-                msg=f"cannot gate stack {swarm.stack}: no Docker engine answers ({exc})"
-            )
-    result = gate(checks, params["wait_timeout"], params["wait_sleep"], docker_client=client)
-    out = {"changed": False, **result.as_dict(), "fatal": result.fatal}
-    if swarm is None:
-        out.pop("since")
-    else:
-        out["stack"] = swarm.stack
-    if not result.healthy:
-        if swarm is not None:
-            out["tasks"] = result.tasks
-        if params["fail_on_unhealthy"]:
-            module.fail_json(msg=result.reason, **out)
-    module.exit_json(**out)
+    run_module(module, lambda: check(module))
 
 
 if __name__ == "__main__":

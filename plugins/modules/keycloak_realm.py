@@ -29,10 +29,7 @@ description:
     and once when Keycloak answers 401. Connection errors and 5xx answers are retried
     with exponential back-off (O(retries), at most O(max_retry_time) seconds), then the
     task fails with one sentence naming Keycloak's URL and the last answer.
-author:
-  - coopcloud.ci developers
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
+extends_documentation_fragment: [coopcloud.ci.attributes]
 options:
   keycloak_url:
     description:
@@ -143,14 +140,16 @@ attributes:
         V(reaped), the list of realms.
   idempotent:
     support: full
+requirements:
+  - httpx
+author:
+  - coopcloud.ci developers
 notes:
   - "B(Register the result of V(present) only in a task with C(no_log: true)): it holds
     the client secret and the user's password in RV(credentials). Pass them on to later
     tasks as variables; print only non-secret keys."
   - The issuer is read from the realm's discovery document, so it is whatever Keycloak
     announces (its hostname settings), normally C(<keycloak_url>/realms/<realm>).
-requirements:
-  - httpx
 seealso:
   - name: Keycloak Admin REST API
     description: The API this module talks to.
@@ -274,14 +273,20 @@ body:
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import (
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    pick,
+    recipe_spec,
+    require,
+    run_id_spec,
+    run_module,
+    state_spec,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import KeycloakAdmin
+from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak_realms import (
     CiRealms,
-    KeycloakAdmin,
-    KeycloakError,
     RealmSpec,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    ValidationError,
     validate_recipe,
     validate_run_id,
 )
@@ -309,13 +314,9 @@ def argument_spec() -> dict:
         "timeout": {"type": "float", "default": 10},
         "retries": {"type": "int", "default": 4},
         "max_retry_time": {"type": "float", "default": 30},
-        "recipe": {"type": "str"},
-        "run_id": {"type": "str"},
-        "state": {
-            "type": "str",
-            "default": "present",
-            "choices": ["present", "absent", "reaped", "info"],
-        },
+        **recipe_spec(required=False),
+        **run_id_spec(),
+        **state_spec(["present", "absent", "reaped", "info"], "present"),
         "live_run_ids": {"type": "list", "elements": "str", "default": []},
         "client_id": {"type": "str"},
         "redirect_uris": {"type": "list", "elements": "str", "default": []},
@@ -351,9 +352,23 @@ def run(module: AnsibleModule, realms: CiRealms) -> dict:
         outcome = realms.present(spec, check_mode=check)
         outcome.result["actions"] = outcome.actions
     result = {"changed": outcome.changed, **outcome.result}
-    if module._diff and outcome.diff is not None:
+    if outcome.diff is not None:
         result["diff"] = outcome.diff
     return result
+
+
+def realm(module: AnsibleModule) -> dict:
+    params = module.params
+    admin = KeycloakAdmin(
+        params["keycloak_url"],
+        params["admin_user"],
+        params["admin_password"],
+        **pick(params, "validate_certs", "timeout", "retries", "max_retry_time"),
+    )
+    try:
+        return run(module, CiRealms(admin, params["admin_password"]))
+    finally:
+        admin.close()
 
 
 def main() -> None:
@@ -365,32 +380,8 @@ def main() -> None:
         ],
         supports_check_mode=True,
     )
-    params = module.params
-    admin = None
-    try:
-        admin = KeycloakAdmin(
-            params["keycloak_url"],
-            params["admin_user"],
-            params["admin_password"],
-            validate_certs=params["validate_certs"],
-            timeout=params["timeout"],
-            retries=params["retries"],
-            max_retry_time=params["max_retry_time"],
-        )
-        result = run(module, CiRealms(admin, params["admin_password"]))
-    except KeycloakError as exc:
-        failure = {"msg": str(exc)}
-        if exc.status is not None:
-            failure["status"] = exc.status
-        if exc.body:
-            failure["body"] = exc.body
-        module.fail_json(**failure)
-    except ValidationError as exc:
-        module.fail_json(msg=str(exc))
-    finally:
-        if admin is not None:
-            admin.close()
-    module.exit_json(**result)
+    require(module, "httpx")
+    run_module(module, lambda: realm(module), diff_when_asked=True)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,7 @@ description:
     read as an option or as revision syntax is refused before git runs. Without O(ref)
     the latest version tag is used.
   - Reads only; the fetch is skipped in check mode.
-author:
-  - coopcloud.ci developers
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.INFO_MODULE
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.INFO_MODULE]
 options:
   recipe:
     description: The recipe name, C(^[a-z0-9][a-z0-9-]{0,39}$).
@@ -56,6 +52,8 @@ options:
       - Any other value must be an existing version tag.
     type: str
     default: previous
+author:
+  - coopcloud.ci developers
 notes:
   - A checkout without an C(origin) remote is used as it is (O(fetch) then does nothing).
 """
@@ -128,6 +126,10 @@ rc:
   description: git's exit status, when a git command failed.
   returned: failure
   type: int
+stdout:
+  description: git's standard output, when a git command failed.
+  returned: failure
+  type: str
 stderr:
   description: git's standard error, when a git command failed.
   returned: failure
@@ -136,10 +138,8 @@ stderr:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    ValidationError,
-    validate_fetch_ref,
-)
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import recipe_spec, run_module
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_fetch_ref
 from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeError, RecipeRepo
 from ansible_collections.coopcloud.ci.plugins.module_utils._version import Version
 
@@ -193,7 +193,7 @@ def resolve(params: dict, check_mode: bool) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "recipe": {"type": "str", "required": True},
+            **recipe_spec(),
             "ref": {"type": "str"},
             "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
             "fetch": {"type": "bool", "default": True},
@@ -203,14 +203,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = dict(module.params, recipe_dir_root=module.params["recipes_dir"])
-    try:
-        result = resolve(params, module.check_mode)
-    except ValidationError as exc:
-        module.fail_json(msg=str(exc))
-    except RecipeError as exc:
-        evidence = {k: getattr(exc, k) for k in ("rc", "stderr") if getattr(exc, k, None)}
-        module.fail_json(msg=str(exc), **evidence)
-    module.exit_json(**result)
+    run_module(module, lambda: resolve(params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -44,11 +44,7 @@ description:
   - This module only reads. It does not raise the alert itself; the play that calls it
     writes one with M(coopcloud.ci.warm_alert) from the returned values (the RV(alert)
     dictionary is ready for that), so writing state stays in one module.
-author:
-  - coopcloud.ci developers
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.INFO_MODULE
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.INFO_MODULE]
 options:
   recipe:
     description:
@@ -118,6 +114,8 @@ attributes:
     support: full
     details:
       - Reads only; RV(changed) is always V(false).
+author:
+  - coopcloud.ci developers
 notes:
   - Tests with pure data live in C(tests/unit/test_release.py); the phrase list is
     C(PHRASES) in C(plugins/module_utils/_release.py).
@@ -247,8 +245,12 @@ alert:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
-from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeError, RecipeRepo
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    CcciError,
+    recipe_spec,
+    run_module,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeRepo
 from ansible_collections.coopcloud.ci.plugins.module_utils._release import (
     Observed,
     decide,
@@ -272,10 +274,9 @@ def run(module: AnsibleModule) -> dict:
         tags = repo.version_tags()
         candidate = p["candidate"] or (tags[-1] if tags else None)
         if candidate is None:
-            module.fail_json(
-                msg=f"recipe {p['recipe']!r} at {repo.path} has no version tags: give a "
-                "candidate version",
-                changed=False,
+            raise CcciError(
+                f"recipe {p['recipe']!r} at {repo.path} has no version tags: give a "
+                "candidate version"
             )
         seen = _observed(p["reconcile"])
         current = seen.current() if seen is not None else p["current"]
@@ -294,12 +295,8 @@ def run(module: AnsibleModule) -> dict:
                 "reconcile": reconcile_decision(seen, None, candidate, p["accept"]),
             }
         decision = decide(current, candidate, repo.release_notes, tags, accept=p["accept"])
-    except RecipeError as exc:
-        module.fail_json(
-            msg=str(exc), rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, changed=False
-        )
-    except (ValidationError, ValueError) as exc:
-        module.fail_json(msg=f"release gate of recipe {p['recipe']!r}: {exc}", changed=False)
+    except ValueError as exc:  # a bad name or version (ValidationError, Version.parse)
+        raise CcciError(f"release gate of recipe {p['recipe']!r}: {exc}") from exc
     result = decision.as_dict()
     result["fetched"] = fetched
     if seen is not None:
@@ -319,7 +316,7 @@ def run(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "recipe": {"type": "str", "required": True},
+            **recipe_spec(),
             "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
             "current": {"type": "str"},
             "reconcile": {
@@ -339,7 +336,7 @@ def main() -> None:
         mutually_exclusive=[("current", "reconcile")],
         supports_check_mode=True,
     )
-    module.exit_json(changed=False, **run(module))
+    run_module(module, lambda: run(module))
 
 
 if __name__ == "__main__":

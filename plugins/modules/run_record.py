@@ -40,11 +40,7 @@ description:
     token, credential, API or private key; the dropped paths are listed in the record's
     C(scrubbed)), and messages, notes and errors have C(password=...)-style text, URL
     credentials and bearer tokens masked.
-author:
-  - coopcloud.ci developers
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.STATE_DIR
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.STATE_DIR]
 options:
   run_id:
     description: The 6-hex run id; the record is C(<state_dir>/runs/<run_id>.json).
@@ -144,6 +140,8 @@ attributes:
     details:
       - O(state=started) and O(state=stage) repeated with the same values, and
         O(state=finished) on a finished record, change nothing.
+author:
+  - coopcloud.ci developers
 seealso:
   - module: coopcloud.ci.catalog_entry
 """
@@ -272,9 +270,18 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    CcciError,
+    pick,
+    plain_specs,
+    recipe_spec,
+    run_id_spec,
+    run_module,
+    state_dir_spec,
+    state_spec,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import find_owner_pid
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    ValidationError,
     validate_state_dir,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
@@ -288,10 +295,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
     verdict_line,
     verdict_of,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
-    StateError,
-    atomic_write_bytes,
-)
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import atomic_write_bytes
 
 
 def _load(state_dir: str, run_id: str) -> RunRecord | None:
@@ -313,12 +317,7 @@ def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
             p["mode"],
             p["recipe"],
             p["ref"],
-            version=p["version"],
-            commit=p["commit"],
-            domain=p["domain"],
-            canonical_before=p["canonical_before"],
-            notes=p["notes"],
-            started_at=p["started_at"],
+            **pick(p, "version", "commit", "domain", "canonical_before", "notes", "started_at"),
             # The play's own process, not this short-lived module: it is what tells a
             # live run from a dead one (reap, the disk guard's cold-run finder).
             pid=find_owner_pid() or os.getpid(),
@@ -372,64 +371,26 @@ def _same_time(given: str | None, stored: str) -> bool:
     return given is None or run_time(given) == run_time(stored)
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "state_dir": {"type": "path", "default": "/var/lib/ci-warm"},
-            "run_id": {"type": "str", "required": True},
-            "state": {
-                "type": "str",
-                "default": "info",
-                "choices": ["started", "stage", "finished", "info"],
-            },
-            "mode": {"type": "str", "choices": ["cold", "quick"]},
-            "recipe": {"type": "str"},
-            "ref": {"type": "str"},
-            "version": {"type": "str"},
-            "commit": {"type": "str"},
-            "domain": {"type": "str"},
-            "stage": {"type": "str"},
-            "result": {"type": "str", "choices": ["pass", "fail", "skip"]},
-            "message": {"type": "str"},
-            "started_at": {"type": "str"},
-            "finished_at": {"type": "str"},
-            "error": {"type": "str"},
-            "canonical_before": {"type": "dict"},
-            "canonical_after": {"type": "dict"},
-            "notes": {"type": "list", "elements": "str", "default": []},
-            "docker_seconds": {"type": "float"},
-            "junit": {"type": "path"},
-        },
-        required_if=[
-            ("state", "started", ("mode", "recipe")),
-            ("state", "stage", ("stage", "result")),
-        ],
-        supports_check_mode=True,
-    )
+def record_run(module: AnsibleModule) -> dict:
     p = module.params
     state = p["state"]
-
-    try:
-        state_dir = validate_state_dir(p["state_dir"])
-        path = record_path(state_dir, p["run_id"])
-        current = _load(state_dir, p["run_id"])
-    except (ValidationError, RunError, StateError) as exc:
-        module.fail_json(msg=str(exc))
+    state_dir = validate_state_dir(p["state_dir"])
+    path = record_path(state_dir, p["run_id"])
+    current = _load(state_dir, p["run_id"])
 
     result: dict = {"changed": False, "path": path}
     if current is None and state != "started":
         if state != "info" and module.check_mode:
-            module.exit_json(
-                changed=True,
-                record=None,
-                verdict=None,
-                summary=[],
-                msg=f"run record {path} does not exist yet (its start ran in check mode)",
-                path=path,
-            )
-        module.fail_json(
-            msg=f"run record {path} does not exist; start it first with state=started",
-            path=path,
+            return {
+                "changed": True,
+                "record": None,
+                "verdict": None,
+                "summary": [],
+                "msg": f"run record {path} does not exist yet (its start ran in check mode)",
+                "path": path,
+            }
+        raise CcciError(
+            f"run record {path} does not exist; start it first with state=started", path=path
         )
 
     before = current.to_dict() if current is not None else None
@@ -442,8 +403,9 @@ def main() -> None:
             record = finished(p, current)
         else:
             record = current
-    except (RunError, StateError) as exc:
-        module.fail_json(msg=str(exc), path=path)
+    except CcciError as exc:
+        exc.facts["path"] = path
+        raise
 
     after = record.to_dict()
     changed = after != before
@@ -451,7 +413,7 @@ def main() -> None:
         try:
             record.save()
         except OSError as exc:
-            module.fail_json(msg=f"run record {path} cannot be written: {exc}", path=path)
+            raise CcciError(f"run record {path} cannot be written: {exc}", path=path) from exc
     result.update(
         changed=changed,
         record=after,
@@ -473,17 +435,43 @@ def main() -> None:
                 try:
                     atomic_write_bytes(p["junit"], xml)
                 except OSError as exc:
-                    module.fail_json(
-                        msg=f"JUnit file {p['junit']} cannot be written: {exc}",
+                    raise CcciError(
+                        f"JUnit file {p['junit']} cannot be written: {exc}",
                         path=path,
                         record=after,
                         verdict=after["verdict"],
-                    )
+                    ) from exc
         result["junit"] = p["junit"]
 
-    if module._diff and changed:
+    if changed:
         result["diff"] = {"before": before or {}, "after": after}
-    module.exit_json(**result)
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **state_dir_spec(),
+            **run_id_spec(required=True),
+            **state_spec(["started", "stage", "finished", "info"], "info"),
+            "mode": {"type": "str", "choices": ["cold", "quick"]},
+            **recipe_spec(required=False),
+            **plain_specs("str", "ref", "version", "commit", "domain", "stage"),
+            "result": {"type": "str", "choices": ["pass", "fail", "skip"]},
+            **plain_specs("str", "message", "started_at", "finished_at", "error"),
+            "canonical_before": {"type": "dict"},
+            "canonical_after": {"type": "dict"},
+            "notes": {"type": "list", "elements": "str", "default": []},
+            "docker_seconds": {"type": "float"},
+            "junit": {"type": "path"},
+        },
+        required_if=[
+            ("state", "started", ("mode", "recipe")),
+            ("state", "stage", ("stage", "result")),
+        ],
+        supports_check_mode=True,
+    )
+    run_module(module, lambda: record_run(module), diff_when_asked=True)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,7 @@ description:
     checks every archive.
   - After a crash the next call puts the snapshot directory right first (the previous
     snapshot is kept or moved back, partial new ones are removed).
-author:
-  - coopcloud.ci developers
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.STATE_DIR
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.STATE_DIR]
 options:
   recipe:
     description:
@@ -116,6 +112,10 @@ attributes:
     support: full
     details:
       - A second V(present) with unchanged volumes and a second V(restored) are V(ok).
+requirements:
+  - docker (the Docker SDK for Python, for O(state=present) and O(state=restored))
+author:
+  - coopcloud.ci developers
 notes:
   - Volumes are read and written through their local mountpoint
     (C(docker volume inspect) C(Mountpoint)) by GNU tar running on the node, not through
@@ -264,10 +264,16 @@ elapsed:
 """
 
 import os
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    docker_client,
+    recipe_spec,
+    run_module,
+    state_dir_spec,
+    state_spec,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     stack_name,
@@ -279,15 +285,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     SnapshotError,
     SnapshotStore,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
-    SwarmError,
-)
-
-
-def _client():
-    import docker
-
-    return docker.from_env()
 
 
 def _summary(manifest: dict | None, digest: str) -> dict:
@@ -329,7 +326,7 @@ class VolumeSnapshot:
         self.store = SnapshotStore(
             validate_state_dir(self.p["state_dir"]), self.p["recipe"], self.p["max_members"]
         )
-        self.client_factory = client_factory or (lambda: _client())
+        self.client_factory = client_factory or (lambda: docker_client(module))
         self.recovered: list[str] = []
 
     def _before(self) -> tuple[dict | None, str]:
@@ -448,14 +445,22 @@ class VolumeSnapshot:
         return result
 
 
+def snapshot(module: AnsibleModule) -> dict:
+    p = module.params
+    if p["domain"]:
+        stack_name(p["domain"])
+    if p["max_members"] < 1:
+        raise ValidationError(f"max_members {p['max_members']} is invalid: give 1 or more")
+    return VolumeSnapshot(module).run()
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "recipe": {"type": "str", "required": True},
+            **recipe_spec(),
             "domain": {"type": "str"},
-            "state": {"type": "str", "default": "info",
-                      "choices": ["present", "restored", "absent", "info"]},
-            "state_dir": {"type": "path", "default": "/var/lib/ci-warm"},
+            **state_spec(["present", "restored", "absent", "info"], "info"),
+            **state_dir_spec(),
             "version": {"type": "str"},
             "commit": {"type": "str"},
             "volumes": {"type": "list", "elements": "str"},
@@ -466,31 +471,12 @@ def main() -> None:
         required_if=[("state", "present", ("domain",)), ("state", "restored", ("domain",))],
         supports_check_mode=True,
     )  # fmt: skip
-    p = module.params
-    try:
-        if p["domain"]:
-            stack_name(p["domain"])
-        if p["max_members"] < 1:
-            raise ValidationError(f"max_members {p['max_members']} is invalid: give 1 or more")
-        started = time.monotonic()
-        result = VolumeSnapshot(module).run()
-        result["elapsed"] = round(time.monotonic() - started, 3)
-    except ValidationError as exc:
-        module.fail_json(msg=str(exc))
-    except SnapshotError as exc:
-        module.fail_json(msg=f"snapshot of recipe {p['recipe']}: {exc}")
-    except SwarmError as exc:
-        module.fail_json(msg=f"snapshot of recipe {p['recipe']}: {exc}")
-    except Exception as exc:
-        if type(exc).__module__.startswith("docker"):
-            module.fail_json(msg=f"snapshot of recipe {p['recipe']}: the Docker engine: {exc}")
-        if not isinstance(exc, OSError):
-            raise
-        module.fail_json(
-            msg=f"snapshot of recipe {p['recipe']}: {exc.strerror} ({exc.filename})",
-            errno=exc.errno,
-        )
-    module.exit_json(**result)
+    run_module(
+        module,
+        lambda: snapshot(module),
+        prefix=f"snapshot of recipe {module.params['recipe']}",
+        elapsed=True,
+    )
 
 
 if __name__ == "__main__":

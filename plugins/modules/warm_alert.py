@@ -33,11 +33,7 @@ description:
     failure and left in place, never deleted; the other alerts are still delivered. Repair
     the file, or move it out of C(alerts/), to clear the failure.
   - O(state=info) counts unseen and seen alerts and lists the unseen ones.
-author:
-  - coopcloud.ci developers
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.STATE_DIR
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.STATE_DIR]
 options:
   state:
     description:
@@ -116,11 +112,13 @@ attributes:
         O(state=relayed) finds nothing unseen.
 requirements:
   - apprise (for O(state=relayed))
-seealso:
-  - module: coopcloud.ci.release_gate
+author:
+  - coopcloud.ci developers
 notes:
   - The relay play is C(playbooks/alerts.yml); C(docs/alerts.md) shows how to configure
     the URLs.
+seealso:
+  - module: coopcloud.ci.release_gate
 """
 
 EXAMPLES = r"""
@@ -233,10 +231,13 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import (
     AlertStore,
     relay,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    ValidationError,
-    validate_state_dir,
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    plain_specs,
+    run_module,
+    state_dir_spec,
+    state_spec,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_state_dir
 
 
 def _counts(store: AlertStore) -> dict:
@@ -267,9 +268,13 @@ def present(module: AnsibleModule, store: AlertStore) -> dict:
             "deduplicated": True,
             **_counts(store),
         }
-    result = {"changed": True, "deduplicated": False, "alert": record, "path": None}
-    if module._diff:
-        result["diff"] = {"before": {}, "after": record, "after_header": "new alert"}
+    result = {
+        "changed": True,
+        "deduplicated": False,
+        "alert": record,
+        "path": None,
+        "diff": {"before": {}, "after": record, "after_header": "new alert"},
+    }
     if not module.check_mode:
         result["path"] = store.write(**fields, quiet_for=p["quiet_for"], **p["extra"])
         result["alert"] = store.load(result["path"]).data
@@ -283,10 +288,9 @@ def relayed(module: AnsibleModule, store: AlertStore) -> dict:
     pending = [a for a in unseen if not a.corrupt]
     corrupt = [{"file": a.name, "error": a.error} for a in unseen if a.corrupt]
     if pending and not urls:
-        module.fail_json(
-            msg=f"{len(pending)} alert(s) wait in {store.alerts_dir} but no alert URL is "
+        raise AlertError(
+            f"{len(pending)} alert(s) wait in {store.alerts_dir} but no alert URL is "
             "configured: set urls (ccci_alert_urls in the plays); the alerts stay unseen",
-            changed=False,
             delivered=[],
             archived=[],
             failures=[],
@@ -302,8 +306,8 @@ def relayed(module: AnsibleModule, store: AlertStore) -> dict:
             "corrupt": corrupt,
         }
         if corrupt:
-            module.fail_json(
-                msg=f"{len(corrupt)} alert file(s) cannot be read and are left in place "
+            raise AlertError(
+                f"{len(corrupt)} alert file(s) cannot be read and are left in place "
                 f"(repair them or move them out of the alerts folder): "
                 + ", ".join(c["error"] for c in corrupt),
                 **result,
@@ -320,7 +324,7 @@ def relayed(module: AnsibleModule, store: AlertStore) -> dict:
         **_counts(store),
     }
     if not report.ok:
-        module.fail_json(msg=report.message(), **result)
+        raise AlertError(report.message(), **result)
     return result
 
 
@@ -335,19 +339,18 @@ def info(module: AnsibleModule, store: AlertStore) -> dict:
     }
 
 
+def alert(module: AnsibleModule) -> dict:
+    store = AlertStore(validate_state_dir(module.params["state_dir"]))
+    handler = {"present": present, "relayed": relayed, "info": info}[module.params["state"]]
+    return handler(module, store)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "state": {
-                "type": "str",
-                "choices": ["present", "relayed", "info"],
-                "default": "present",
-            },
-            "state_dir": {"type": "path", "default": "/var/lib/ci-warm"},
-            "kind": {"type": "str"},
-            "target": {"type": "str"},
-            "attempted": {"type": "str"},
-            "last_good": {"type": "str"},
+            **state_spec(["present", "relayed", "info"], "present"),
+            **state_dir_spec(),
+            **plain_specs("str", "kind", "target", "attempted", "last_good"),
             "recovered": {"type": "bool"},
             "notes": {"type": "raw"},
             "extra": {"type": "dict", "default": {}},
@@ -362,13 +365,7 @@ def main() -> None:
         required_if=[("state", "present", ("kind", "target"))],
         supports_check_mode=True,
     )
-    try:
-        store = AlertStore(validate_state_dir(module.params["state_dir"]))
-        handler = {"present": present, "relayed": relayed, "info": info}[module.params["state"]]
-        result = handler(module, store)
-    except (AlertError, ValidationError) as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    module.exit_json(**result)
+    run_module(module, lambda: alert(module), diff_when_asked=True)
 
 
 if __name__ == "__main__":

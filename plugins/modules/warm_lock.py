@@ -34,11 +34,7 @@ description:
   - V(released) removes the lock only when O(run_id) holds it; releasing a lock that is
     gone is V(ok); releasing another run's lock fails unless O(force=true).
   - V(info) reports the holder and whether it is stale, and changes nothing.
-author:
-  - coopcloud.ci developers
-extends_documentation_fragment:
-  - coopcloud.ci.attributes
-  - coopcloud.ci.attributes.STATE_DIR
+extends_documentation_fragment: [coopcloud.ci.attributes, coopcloud.ci.attributes.STATE_DIR]
 options:
   recipe:
     description:
@@ -109,6 +105,8 @@ attributes:
     support: full
     details:
       - Acquiring a lock the run holds, or releasing a lock that is gone, is V(ok).
+author:
+  - coopcloud.ci developers
 notes:
   - Run this module on the host that holds the state directory (the manager the plays
     run on, SPEC section 7), normally C(localhost); the owner process must be visible
@@ -216,16 +214,20 @@ lock_path:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    recipe_spec,
+    run_id_spec,
+    run_module,
+    state_dir_spec,
+    state_spec,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import (
     AppLock,
     LockError,
     LockTimeout,
     describe,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    ValidationError,
-    validate_run_id,
-)
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_run_id
 
 
 def _acquire(module: AnsibleModule, lock: AppLock, params: dict) -> dict:
@@ -283,27 +285,7 @@ def _release(module: AnsibleModule, lock: AppLock, params: dict) -> dict:
     }
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "recipe": {"type": "str", "required": True},
-            "run_id": {"type": "str"},
-            "state": {
-                "type": "str",
-                "default": "acquired",
-                "choices": ["acquired", "released", "info"],
-            },
-            "state_dir": {"type": "path", "default": "/var/lib/ci-warm"},
-            "timeout": {"type": "float", "default": 600},
-            "poll": {"type": "float", "default": 2},
-            "force": {"type": "bool", "default": False},
-            "owner_pid": {"type": "int"},
-            "play": {"type": "str"},
-            "corrupt_grace": {"type": "float", "default": 60},
-        },
-        required_if=[("state", "acquired", ["run_id"]), ("state", "released", ["run_id"])],
-        supports_check_mode=True,
-    )
+def lock_work(module: AnsibleModule) -> dict:
     params = module.params
     try:
         lock = AppLock(params["state_dir"], params["recipe"], corrupt_grace=params["corrupt_grace"])
@@ -317,21 +299,36 @@ def main() -> None:
             holder = lock.holder()
             result = {"changed": False, "holder": holder, "waited": 0.0, "broken": None}
     except LockTimeout as exc:
-        module.fail_json(
-            msg=str(exc), holder=exc.holder, waited=exc.waited, broken=None, lock_path=lock.path
-        )
-    except (LockError, ValidationError) as exc:
-        module.fail_json(msg=str(exc))
+        exc.facts["lock_path"] = lock.path
+        raise
     except OSError as exc:
-        module.fail_json(
-            msg=f"the lock of {params['recipe']} under {params['state_dir']} cannot be "
+        raise LockError(
+            f"the lock of {params['recipe']} under {params['state_dir']} cannot be "
             f"{params['state']}: {exc}"
-        )
+        ) from exc
     result["stale"] = lock.is_stale(result["holder"])
     result["lock_path"] = lock.path
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **recipe_spec(),
+            **run_id_spec(),
+            **state_spec(["acquired", "released", "info"], "acquired"),
+            **state_dir_spec(),
+            "timeout": {"type": "float", "default": 600},
+            "poll": {"type": "float", "default": 2},
+            "force": {"type": "bool", "default": False},
+            "owner_pid": {"type": "int"},
+            "play": {"type": "str"},
+            "corrupt_grace": {"type": "float", "default": 60},
+        },
+        required_if=[("state", "acquired", ["run_id"]), ("state", "released", ["run_id"])],
+        supports_check_mode=True,
+    )
+    run_module(module, lambda: lock_work(module), diff_when_asked=True)
 
 
 if __name__ == "__main__":

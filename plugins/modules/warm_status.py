@@ -34,8 +34,6 @@ description:
   - A part that cannot be read (a corrupt registry, an engine that does not answer) is
     reported in RV(status.errors) and on its row; the task still succeeds. Only a
     O(state_dir) that is not a usable path fails it.
-author:
-  - coopcloud.ci developers
 extends_documentation_fragment:
   - coopcloud.ci.attributes
   - coopcloud.ci.attributes.INFO_MODULE
@@ -79,6 +77,10 @@ options:
         Default is every cold run on the swarm.
     type: list
     elements: str
+requirements:
+  - docker (the Docker SDK for Python, unless O(docker_root) is given and O(cold_runs) is off)
+author:
+  - coopcloud.ci developers
 notes:
   - Run it on the manager that holds O(state_dir) (normally C(localhost)).
   - The rendered table in RV(lines) is what C(playbooks/status.yml) prints.
@@ -294,6 +296,12 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._catalog import (
     CatalogError,
     default_catalog_dir,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    docker_client,
+    require,
+    run_module,
+    state_dir_spec,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_run_id,
@@ -305,32 +313,13 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._status import (
 )
 
 
-def _client():
-    import docker
-
-    return docker.from_env()
-
-
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "state_dir": {"type": "path", "default": "/var/lib/ci-warm"},
-            "catalog_dir": {"type": "path"},
-            "docker_root": {"type": "path"},
-            "last_runs": {"type": "int", "default": 3},
-            "latest_alerts": {"type": "int", "default": 5},
-            "cold_runs": {"type": "bool", "default": False},
-            "dead_after_hours": {"type": "float", "default": 6},
-            "run_ids": {"type": "list", "elements": "str"},
-        },
-        supports_check_mode=True,
-    )
+def status(module: AnsibleModule) -> dict:
     p = module.params
     for run_id in p["run_ids"] or []:
         try:
             validate_run_id(run_id)
         except ValidationError as exc:
-            module.fail_json(msg=f"run_ids: {exc}")
+            raise ValidationError(f"run_ids: {exc}") from exc
     catalog_dir = p["catalog_dir"]
     if not catalog_dir:
         try:
@@ -339,10 +328,11 @@ def main() -> None:
             catalog_dir = None
     client, client_error = None, None
     if p["cold_runs"] or not p["docker_root"]:
+        require(module, "docker")
         try:
-            client = _client()
+            client = docker_client()
             client.ping()
-        except Exception as exc:  # ImportError, DockerException, connection errors
+        except Exception as exc:  # DockerException, connection errors: reported, not fatal
             client, client_error = None, f"the Docker engine does not answer: {exc}"
     try:
         doc = gather(
@@ -358,8 +348,25 @@ def main() -> None:
             run_ids=p["run_ids"],
         )
     except StatusError as exc:
-        module.fail_json(msg=f"the status of the warm layer cannot be gathered: {exc}")
-    module.exit_json(changed=False, status=doc, lines=render_lines(doc))
+        raise StatusError(f"the status of the warm layer cannot be gathered: {exc}") from exc
+    return {"changed": False, "status": doc, "lines": render_lines(doc)}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **state_dir_spec(),
+            "catalog_dir": {"type": "path"},
+            "docker_root": {"type": "path"},
+            "last_runs": {"type": "int", "default": 3},
+            "latest_alerts": {"type": "int", "default": 5},
+            "cold_runs": {"type": "bool", "default": False},
+            "dead_after_hours": {"type": "float", "default": 6},
+            "run_ids": {"type": "list", "elements": "str"},
+        },
+        supports_check_mode=True,
+    )
+    run_module(module, lambda: status(module))
 
 
 if __name__ == "__main__":

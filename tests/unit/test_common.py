@@ -124,3 +124,19 @@ def test_specs_match_their_fragments():
             assert doc.get("default") == arg.get("default")
             assert doc.get("choices") == arg.get("choices")
             assert bool(doc.get("required")) == bool(arg.get("required"))
+
+
+@pytest.mark.parametrize("diff_mode", [False, True])
+def test_diff_only_when_asked(capsys, diff_mode):
+    work = lambda: {"changed": True, "diff": {"before": {}, "after": {"a": 1}}}  # noqa: E731
+    params = {"_ansible_diff": True} if diff_mode else {}
+    rc, out = run(capsys, work, params, diff_when_asked=True)
+    assert rc == 0 and ("diff" in out) is diff_mode
+
+
+def test_pick_and_specs_are_plain_data():
+    assert _common.pick({"a": 1, "b": 2, "c": 3}, "a", "c") == {"a": 1, "c": 3}
+    assert _common.plain_specs("str", "x", "y") == {"x": {"type": "str"}, "y": {"type": "str"}}
+    assert _common.state_spec(["on", "off"], "on") == {
+        "state": {"type": "str", "default": "on", "choices": ["on", "off"]}
+    }

@@ -433,7 +433,7 @@ def test_guard_in_check_mode_predicts_from_the_candidates(tmp_path):
 
 
 def _run_main(monkeypatch, capsys, api, args, check=False):
-    monkeypatch.setattr(disk_guard, "_client", lambda: FakeClient(api))
+    monkeypatch.setattr(disk_guard, "docker_client", lambda *_: FakeClient(api))
     if check:
         args = {**args, "_ansible_check_mode": True}
     with patch_module_args(args), pytest.raises(SystemExit) as exit_:

@@ -69,7 +69,7 @@ def engine(monkeypatch):
 
     monkeypatch.setattr(_health, "read_stack", read_stack)
     monkeypatch.setattr(
-        health_gate, "docker_client", lambda: SimpleNamespace(api=SimpleNamespace())
+        health_gate, "docker_client", lambda *_: SimpleNamespace(api=SimpleNamespace())
     )
     return fake
 
@@ -178,7 +178,7 @@ def test_stack_and_commit_and_images(capsys, engine):
 
 
 def test_no_docker_engine_is_one_sentence(capsys, monkeypatch):
-    def nope():
+    def nope(*_):
         raise ConnectionError("Error while fetching server API version")
 
     monkeypatch.setattr(health_gate, "docker_client", nope)

@@ -9,14 +9,16 @@ import pytest
 from support.keycloak_double import KeycloakDouble, decode_unverified
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import (
-    CiRealms,
     KeycloakAdmin,
     KeycloakError,
     RealmRefused,
-    RealmSpec,
     derive_secret,
     error_message,
     realms_to_reap,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak_realms import (
+    CiRealms,
+    RealmSpec,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
 

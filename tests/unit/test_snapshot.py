@@ -674,3 +674,45 @@ def test_checkpoint_times_out_loudly(monkeypatch, tmp_path):
     monkeypatch.setenv("CCCI_PAUSE_TIMEOUT", "0.1")
     with pytest.raises(RuntimeError, match=r"waited 0\.1s"):
         _faults.checkpoint("stuck")
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, mode
+    return info
+
+
+@pytest.mark.parametrize(
+    ("member", "why"),
+    [
+        (_member("/etc/passwd"), "absolute (the filter strips the slash; we refuse)"),
+        (_member("a/../../x"), ".."),
+        (_member("link", tarfile.SYMTYPE, "/etc"), "absolute symlink"),
+        (_member("link", tarfile.SYMTYPE, "../../outside"), "symlink out of the root"),
+        (_member("hard", tarfile.LNKTYPE, "../x"), "hard link with .."),
+        (_member("dev", tarfile.CHRTYPE), "character device"),
+        (_member("blk", tarfile.BLKTYPE), "block device"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else v.name,
+)
+def test_scanner_refuses_what_pep_706_data_filter_refuses(member, why, tmp_path):
+    """Our rules are stricter than the standard library's: docs/snapshots.md, "tarfile"."""
+    if member.name.startswith("/"):
+        assert tarfile.data_filter(member, str(tmp_path)).name == member.name.lstrip("/")
+    else:
+        with pytest.raises(tarfile.FilterError):
+            tarfile.data_filter(member, str(tmp_path))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(member, io.BytesIO(b"") if member.isreg() else None)
+    scanner = TarScanner("t")
+    with pytest.raises(HostileArchiveError):
+        scanner.feed(buf.getvalue())
+        scanner.finish()
+
+
+def test_data_filter_would_change_what_a_snapshot_must_keep(tmp_path):
+    """Why extraction is not tarfile's: its safe filters rewrite modes we restore exactly."""
+    setuid = _member("bin/tool", mode=0o4755)
+    assert tarfile.data_filter(setuid, str(tmp_path)).mode == 0o755
+    assert tarfile.tar_filter(setuid, str(tmp_path)).mode == 0o755

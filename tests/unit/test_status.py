@@ -243,7 +243,7 @@ def test_module_reads_only_and_works_in_check_mode(state_dir, tmp_path, capsys, 
     def no_engine():
         raise RuntimeError("no socket")
 
-    monkeypatch.setattr(warm_status, "_client", no_engine)
+    monkeypatch.setattr(warm_status, "docker_client", no_engine)
     before = sorted((p, p.stat().st_mtime_ns) for p in state_dir.rglob("*"))
     for check in (False, True):
         out = run_main(

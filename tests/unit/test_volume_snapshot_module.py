@@ -97,7 +97,7 @@ class FakeEngine:
 @pytest.fixture
 def engine(tmp_path, monkeypatch) -> FakeEngine:
     eng = FakeEngine(tmp_path / "volumes")
-    monkeypatch.setattr(volume_snapshot, "_client", lambda: eng)
+    monkeypatch.setattr(volume_snapshot, "docker_client", lambda *_: eng)
     return eng
 
 
