@@ -36,9 +36,10 @@ class AbraDriver(Driver):
     what is checked out there, and concurrent runs must not share one checkout) and
     ``servers/<server>/<domain>.env`` is the app env, which undeploy and remove need to
     find the app. :meth:`remove` deletes that directory with the app. ``abra_root``
-    defaults to ``$CCCI_ABRA_ROOT``, else ``<tmp>/ccci-abra``. Secrets are created through
-    the Docker SDK under the names abra gives them: ``abra app secret insert`` would put
-    their values on a command line.
+    defaults to ``$CCCI_ABRA_ROOT``, else ``<tmp>/ccci-abra``. Secrets named as abra
+    names them (``<stack>_<name>_<version>``) are inserted with ``abra app secret insert
+    -f`` from a ``0600`` file in the app's ``ABRA_DIR``, removed at once, so no value is
+    on a command line; others (a name the compose file gives) through the Docker SDK.
     """
 
     name = "abra"
@@ -88,6 +89,48 @@ class AbraDriver(Driver):
 
     def remove_argv(self, domain: str) -> list[str]:
         return [self.abra, "app", "remove", "-f", "-n", domain]
+
+    def secret_insert_argv(self, domain: str, name: str, version: str, path: str) -> list[str]:
+        """``-f``: the data argument is a file holding the value (abra app secret insert)."""
+        return [self.abra, "app", "secret", "insert", "-f", domain, name, version, path]
+
+    @staticmethod
+    def secret_parts(stack: str, full: str) -> tuple[str, str] | None:
+        """``(name, version)`` of a secret named as abra names it, else ``None``."""
+        prefix = f"{stack}_"
+        name, _, version = full[len(prefix) :].rpartition("_")
+        if not full.startswith(prefix) or not name or not version:
+            return None
+        return name, version
+
+    def ensure_secrets(self, stack, secrets):
+        """Insert the missing ones through abra (see the class); values never logged."""
+        if not secrets:
+            return []
+        existing = {s.name for s in self.client.secrets.list()}
+        created = []
+        for full in sorted(secrets):
+            parts = self.secret_parts(stack, full)
+            if full in existing or parts is None:
+                if full not in existing:
+                    created += super().ensure_secrets(stack, {full: secrets[full]})
+                continue
+            value = secrets[full]
+            if value is None or value == "":
+                raise DriverError(f"secret {full} of stack {stack} is missing and has no value")
+            domain = self._domain(stack)
+            fd, path = tempfile.mkstemp(prefix=".secret-", dir=self.abra_dir(stack))
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(str(value))
+                self.run(
+                    self.secret_insert_argv(domain, *parts, path), env=self._env(stack),
+                    what=f"abra app secret insert of {full}",
+                )  # fmt: skip
+            finally:
+                os.unlink(path)
+            created.append(full)
+        return created
 
     def new_argv(self, recipe: str, domain: str, version: str | None = None) -> list[str]:
         argv = [self.abra, "app", "new", "-n", "-s", self.server, "-D", domain, recipe]

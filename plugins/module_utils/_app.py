@@ -43,6 +43,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import (
     RecipeRepo,
     Resolved,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._secretkey import SecretKey
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     StackState,
     converged,
@@ -126,17 +127,23 @@ def plan_deploy(
     secrets: Mapping[str, str] | None = None,
     publish: Mapping[str, Any] | None = None,
     constraints: Sequence[str] = (),
+    secret_key: SecretKey | None = None,
 ) -> DeployPlan:
     """Read the app env (with ``overlays`` appended to its compose files), the secrets to
     create, the stack now and the published port; ``same`` when the stack already runs
-    ``commit`` with the same env digest and has converged (then no deploy is needed)."""
+    ``commit`` with the same env digest and has converged (then no deploy is needed).
+    With ``secret_key`` the generated secrets are derived from the recipe's key, so its
+    cold apps and its canonical get the same values; ``secrets`` still win."""
     stack = stack_name(domain)
     app = build_app_env(checkout, domain, dict(env or {}))
     if overlays:
         files = with_overlays(app.compose_files, overlays)
         app = build_app_env(checkout, domain, {**(env or {}), "COMPOSE_FILE": ":".join(files)})
     existing = {s.name for s in driver.client.secrets.list()}
-    values = app.secret_values(dict(secrets or {}), existing)
+    provided = dict(secrets or {})
+    if secret_key is not None:  # generated ones derived from the recipe's key (_secretkey)
+        provided = {**secret_key.values(app.secrets), **provided}
+    values = app.secret_values(provided, existing)
     state = driver.state(stack)
     settled = settle_publish(driver, stack, checkout, app.compose_files, publish)
     digest = env_digest(app.env, app.compose_files, settled, list(constraints))
@@ -233,6 +240,12 @@ class RecipeApp:
             work_dir = f"{self._tmp}/checkout"
         return repo.checkout(commit, work_dir)
 
+    def secret_key(self) -> SecretKey | None:
+        state_dir = self.params.get("secrets_state_dir")
+        if not state_dir:
+            return None
+        return SecretKey(state_dir, self.params["recipe"], create=not self.check_mode)
+
     def deployed(self) -> None:
         resolved = self.resolve()
         self.result["resolved"] = {"ref": resolved.ref, "commit": resolved.commit,
@@ -242,6 +255,7 @@ class RecipeApp:
             self.driver, checkout, self.params["domain"], resolved.commit, self.params["env"],
             overlays=self.params["overlays"], secrets=self.params["secrets"],
             publish=self.params["publish"], constraints=self.params["constraints"] or (),
+            secret_key=self.secret_key(),
         )  # fmt: skip
         if plan.publish:
             self.result["published_port"] = plan.publish["published"]

@@ -62,6 +62,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._registry import (
     TransitionError,
     describe_status,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._secretkey import SecretKey
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     AppSnapshot,
     SnapshotError,
@@ -92,6 +93,10 @@ P_RESTORED = _faults.register(
 )
 P_SEEDING = _faults.register(
     "canonical.seeding", "seeded: status seeding written, the app not yet undeployed"
+)
+P_SEED_SECRETS = _faults.register(
+    "canonical.seed-secrets",
+    "seeded: undeployed and the canonical's old secrets removed, the slot not yet restored",
 )
 P_SEED_RESTORED = _faults.register(
     "canonical.seed-restored", "seeded: the slot restored into the volumes, registry not yet seeded"
@@ -198,6 +203,9 @@ class Canonical:
                 f"so its domain warm-{self.recipe}.<domain_suffix> cannot be known"
             )
         return domain
+
+    def secret_key(self, create: bool = True) -> SecretKey:
+        return SecretKey(self.state_dir, self.recipe, create=create)
 
     def app(self, domain: str) -> AppSnapshot:
         return AppSnapshot(self.driver.client, self.store, domain)
@@ -378,9 +386,12 @@ class Canonical:
         tmp = tempfile.mkdtemp(prefix=f"ccci-warm-{self.recipe}-")
         try:
             checkout = repo.checkout(commit, os.path.join(tmp, "checkout"))
+            # generated secrets derived from the recipe's key: the values the green cold
+            # app whose data this is ran with (_secretkey); generate=false from `secrets`
             plan = plan_deploy(
                 self.driver, checkout, domain, commit, env,
                 secrets=secrets, publish=publish, constraints=constraints,
+                secret_key=self.secret_key(create=not check),
             )  # fmt: skip
             state, settled, same = plan.state, plan.publish, plan.same
             result: dict[str, Any] = {
@@ -564,6 +575,7 @@ class Canonical:
             "volume_states": states,
             "restored": [],
             "created_volumes": [],
+            "removed_secrets": [],
             "manifest_digest": digest,
             "version": version,
             "commit": commit,
@@ -581,6 +593,13 @@ class Canonical:
             _faults.checkpoint(P_SEEDING)
         if undeploy:
             self._undeploy(stack)
+        # The secrets go with the data: those of the old known-good are removed, and the
+        # next deploy makes them again from the recipe's key, as the cold app did. A crash
+        # from here on leaves the status seeding, and the next idle or seeded redoes it.
+        result["removed_secrets"] = self.driver.remove_secrets(stack)
+        if result["removed_secrets"]:
+            self.actions.append(f"removed the secrets of {stack}")
+        _faults.checkpoint(P_SEED_SECRETS)
         if state.services:  # compared only now that nothing writes to them
             states = self.volume_states(app, manifest)
             result["volume_states"] = states
@@ -611,8 +630,9 @@ class Canonical:
         app_left = bool(state is not None and self.driver.remove_needed(state))
         snapshot_left = self.store.exists()
         registry_left = self.registry.exists()
+        key_left = os.path.lexists(self.secret_key().directory)
         result: dict[str, Any] = {
-            "changed": app_left or snapshot_left or registry_left,
+            "changed": app_left or snapshot_left or registry_left or key_left,
             "domain": domain,
             "stack": stack,
             "removed": {},
@@ -624,6 +644,7 @@ class Canonical:
                 "app": app_left,
                 "snapshot": snapshot_left,
                 "registry": registry_left,
+                "secrets_key": key_left,
             }
             return result
         removed: dict[str, Any] = {}
@@ -634,6 +655,9 @@ class Canonical:
             removed["snapshot"] = self.store.remove()
             if removed["snapshot"]:
                 self.actions.append(f"removed {self.store.path}")
+        removed["secrets_key"] = self.secret_key().remove()
+        if removed["secrets_key"]:
+            self.actions.append(f"removed the secrets key of {self.recipe}")
         removed["registry"] = self.registry.remove(confirm=True)
         result["removed"] = removed
         return result

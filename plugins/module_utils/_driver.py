@@ -472,15 +472,22 @@ class Driver:
         except SwarmError as exc:
             raise DriverError(exc.message, state=exc.state, result=exc.result) from exc
 
-    def remove_labelled(self, stack: str, timeout: float) -> dict[str, list[str]]:
-        """Delete the stack's volumes and secrets, matched only by the namespace label."""
-        removed: dict[str, list[str]] = {"volumes": [], "secrets": []}
+    def remove_secrets(self, stack: str) -> list[str]:
+        """Delete the stack's secrets, matched only by the namespace label (the stack must
+        be undeployed: swarm refuses to remove a secret a service uses)."""
+        removed = []
         label = {"label": f"{NAMESPACE_LABEL}={stack}"}
         for secret in self.client.secrets.list(filters=label):
             if (secret.attrs.get("Spec", {}).get("Labels") or {}).get(NAMESPACE_LABEL) != stack:
                 continue
             secret.remove()
-            removed["secrets"].append(secret.name)
+            removed.append(secret.name)
+        return sorted(removed)
+
+    def remove_labelled(self, stack: str, timeout: float) -> dict[str, list[str]]:
+        """Delete the stack's volumes and secrets, matched only by the namespace label."""
+        removed: dict[str, list[str]] = {"volumes": [], "secrets": self.remove_secrets(stack)}
+        label = {"label": f"{NAMESPACE_LABEL}={stack}"}
         deadline = time.monotonic() + timeout
         for volume in self.client.volumes.list(filters=label):
             if (volume.attrs.get("Labels") or {}).get(NAMESPACE_LABEL) != stack:

@@ -75,6 +75,11 @@ class RecipePaths:
     def lock(self) -> str:
         return os.path.join(self.directory, LOCK_NAME)
 
+    @property
+    def secrets(self) -> str:
+        """The recipe's secrets key (``secrets/key``, :mod:`._secretkey`): root only."""
+        return os.path.join(self.directory, "secrets")
+
 
 # --- time ---------------------------------------------------------------------------------
 

@@ -373,7 +373,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._health import (
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import stack_name
 
-
 #: option -> (its key in the health mapping, its default)
 _FROM_HEALTH = {
     "status": ("status", [200]),

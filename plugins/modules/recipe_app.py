@@ -126,6 +126,15 @@ options:
       - Existing secrets are never changed.
     type: dict
     default: {}
+  secrets_state_dir:
+    description:
+      - When set, the secrets that are generated (not marked C(generate=false)) are
+        derived from the recipe's secrets key C(<secrets_state_dir>/<recipe>/secrets/key)
+        (made on first use, readable by its owner only) instead of drawn at random, so
+        every app of the recipe deployed with it gets the same values. The lanes set it
+        for recipes with a canonical, whose data a green cold app initialises with them
+        (see docs/canonicals.md). O(secrets) still win.
+    type: path
   recipes_dir:
     description:
       - The folder holding one git checkout per recipe.
@@ -396,6 +405,7 @@ def main() -> None:
             "version": {"type": "str"},
             "env": {"type": "dict", "default": {}},
             "secrets": {"type": "dict", "default": {}, "no_log": True},
+            "secrets_state_dir": {"type": "path", "no_log": False},
             "overlays": {"type": "list", "elements": "str", "default": []},
             "constraints": {"type": "list", "elements": "str", "default": []},
             "publish": {"type": "dict", "options": {

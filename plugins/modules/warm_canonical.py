@@ -174,9 +174,12 @@ notes:
     against) and V(deployed) adds the placement constraint C(node.id == <node>), so the
     canonical's tasks always run where its data is (SPEC section 7); RV(placement)
     returns the constraint for M(coopcloud.ci.recipe_app) upgrades of the canonical.
-  - The canonical keeps its own secrets (generated at its first deploy and kept across
-    undeploys). Data seeded from a cold app that embeds that app's generated secret (a
-    database initialised with its password) does not fit them; see docs/canonicals.md.
+  - The canonical runs with the secrets its data was made with. Generated secrets of an
+    enrolled recipe are derived from the recipe's key C(<state_dir>/<recipe>/secrets/key)
+    (readable by its owner only) by every app of the recipe, the green cold app whose data
+    is promoted and the canonical alike; V(seeded) removes the canonical's swarm secrets
+    with the old data and V(deployed) makes them again from the key. Secrets marked
+    C(generate=false) come from O(secrets). See docs/canonicals.md.
 seealso:
   - module: coopcloud.ci.volume_snapshot
   - module: coopcloud.ci.warm_lock
@@ -387,6 +390,14 @@ restored:
   type: list
   elements: str
   sample: [content]
+removed_secrets:
+  description:
+    - Names (never values) of the canonical's swarm secrets V(seeded) removed with the old
+      data; the next V(deployed) makes them again from the recipe's key.
+  returned: when O(state=seeded), or O(state=idle) completing a seeding
+  type: list
+  elements: str
+  sample: [warm-notes_ci_example_org_db_password_v1]
 created_volumes:
   description: Volumes created for the canonical because they did not exist.
   returned: when O(state) is V(idle) or V(seeded)
@@ -404,10 +415,10 @@ manifest_digest:
   type: str
   sample: 8d0f6c2e1b7a4c3d9e5f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d
 removed:
-  description: What V(absent) removed (services, networks, volumes, secrets; C(snapshot) and C(registry) as booleans).
+  description: What V(absent) removed (services, networks, volumes, secrets; C(snapshot), C(secrets_key) and C(registry) as booleans).
   returned: when O(state=absent)
   type: dict
-  sample: {volumes: [warm-custom-html_ci_example_org_content], snapshot: true, registry: true}
+  sample: {volumes: [warm-custom-html_ci_example_org_content], snapshot: true, secrets_key: true, registry: true}
 actions:
   description: On failure, what was done before it (so the state the canonical is in is clear).
   returned: on failure

@@ -84,7 +84,9 @@ def test_comment_to_verdict_cold_then_quick_on_a_fork(pr_bed, examples, docker_c
         ("quick", "success", 0),  # not asked for: says so and exits 0
     ]
     assert "quick run" not in result.step("cold").log
-    assert "COLD VERDICT: PASS" in result.step("cold").log  # the ci_log callback the example selects
+    assert (
+        "COLD VERDICT: PASS" in result.step("cold").log
+    )  # the ci_log callback the example selects
     env = result.envs["cold (authoritative, gates merge)"]
     assert env["HOME"].startswith(str(result.root)) and not result.root.exists()
     assert env["ANSIBLE_INVENTORY"] == str(bed.inventory)  # from the step's own environment

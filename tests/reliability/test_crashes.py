@@ -79,11 +79,13 @@ CASES = [
     ("quick: putting back, restored, status not yet idle", NOTES, "quick",
      "canonical.restored", "at rest", "restoring"),
     ("quick: lock about to be given back", NOTES, "quick", "lock.releasing", "at rest", "idle"),
+    ("promote: old secrets removed with the data, slot not yet restored", NOTES, "promote",
+     "canonical.seed-secrets", "at rest", "seeding"),
 ]  # fmt: skip
 #: The lanes that run at the same time, one per canonical: custom-html and notes in each
 #: of two state dirs (each with its own domain suffix).
 LANES = {"html-1": CASES[0:3], "html-2": CASES[3:6], "notes-1": CASES[6:9],
-         "notes-2": CASES[9:12]}  # fmt: skip
+         "notes-2": CASES[9:13]}  # fmt: skip
 
 #: The way back of each case (docs/reliability.md): the next quick run, after ...
 RECOVERY = {
@@ -92,7 +94,12 @@ RECOVERY = {
 }
 
 #: Killed promotions that got as far as the seeding: the next run completes it.
-ADVANCES = ("snapshot.swapped", "canonical.seeding", "canonical.seed-restored")
+ADVANCES = (
+    "snapshot.swapped",
+    "canonical.seeding",
+    "canonical.seed-secrets",
+    "canonical.seed-restored",
+)
 
 BOOKS = {"quick": "quick.yml", "restore": "restore.yml", "promote": "cold.yml"}
 

@@ -7,7 +7,11 @@ installed here). It keeps abra's contract as far as the driver relies on it:
 * ``app deploy -C -c -D -f -n <domain>`` deploys ``$ABRA_DIR/recipes/<TYPE>`` as it is
   checked out, with ``COMPOSE_FILE`` of the env file, through ``docker stack deploy``;
 * ``app undeploy -n <domain>`` takes the stack off (``docker stack rm``);
-* ``app remove -f -n <domain>`` deletes the app's env file.
+* ``app remove -f -n <domain>`` deletes the app's env file;
+* ``app secret insert -f <domain> <name> <version> <file>`` creates the swarm secret
+  ``<stack>_<name>_<version>`` from the file's content, labelled with the stack's
+  namespace as a stack deploy labels what it creates; the log gets the SHA-256 of the
+  value (never the value), so tests can check which value was inserted.
 
 Every call is appended as one JSON line (argv, ``ABRA_DIR``, cwd, outcome) to the file
 named by ``$CCCI_ABRA_STANDIN_LOG``.
@@ -16,6 +20,7 @@ named by ``$CCCI_ABRA_STANDIN_LOG``.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -44,7 +49,9 @@ def read_env(path: str) -> dict[str, str]:
 def main(argv: list[str]) -> int:
     abra_dir = os.environ.get("ABRA_DIR", "")
     entry = {"argv": argv, "abra_dir": abra_dir, "cwd": os.getcwd()}
-    domain = argv[-1]
+    positional = [a for a in argv if not a.startswith("-")]
+    inserting = positional[1:3] == ["secret", "insert"]
+    domain = positional[3] if inserting and len(positional) == 7 else argv[-1]
     found = glob.glob(os.path.join(abra_dir, "servers", "*", f"{domain}.env")) if abra_dir else []
     if argv[:1] != ["app"] or not found:
         entry["outcome"] = "app not found"
@@ -54,7 +61,22 @@ def main(argv: list[str]) -> int:
     env = read_env(found[0])
     stack = env.get("STACK_NAME") or domain.replace(".", "_")
     verb = argv[1]
-    if verb == "deploy":
+    if inserting:
+        name, version, source = positional[4:7]
+        if "-f" not in argv:  # the driver always passes the value in a file
+            proc = subprocess.CompletedProcess(argv, 1, "", "the stand-in inserts from -f only\n")
+        else:
+            with open(source, "rb") as handle:
+                value = handle.read()
+            entry["inserted"] = {"name": name, "version": version,
+                                 "sha256": hashlib.sha256(value).hexdigest()}  # fmt: skip
+            proc = subprocess.run(
+                ["docker", "secret", "create", "--label",
+                 f"com.docker.stack.namespace={stack}", f"{stack}_{name}_{version}", "-"],
+                input=value.decode(), capture_output=True, text=True,
+            )  # fmt: skip
+            proc.stdout = ""  # the secret's id
+    elif verb == "deploy":
         recipe = env["TYPE"].split(":", 1)[0]
         cwd = os.path.join(abra_dir, "recipes", recipe)
         cmd = ["docker", "stack", "deploy", "--detach=true", "--resolve-image", "never"]

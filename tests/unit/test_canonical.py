@@ -354,13 +354,18 @@ def test_absent_needs_confirm_then_removes_everything(canonical, seeded, state_d
                                                       driver):  # fmt: skip
     with pytest.raises(CanonicalError, match="without confirm=true"):
         canonical.absent()
+    canonical.secret_key().load()  # the recipe's secrets key, as a deploy makes it
     predicted = canonical.absent(confirm=True, check=True)
     assert predicted["changed"] is True
-    assert predicted["removed"] == {"app": True, "snapshot": True, "registry": True}
+    assert predicted["removed"] == {"app": True, "snapshot": True, "registry": True,
+                                    "secrets_key": True}  # fmt: skip
     assert (state_dir / RECIPE / "canonical.json").exists() and VOLUME in engine.api.volume_list
+    assert (state_dir / RECIPE / "secrets" / "key").exists()
     out = canonical.absent(confirm=True)
     assert out["removed"]["volumes"] == [VOLUME]
     assert out["removed"]["snapshot"] is True and out["removed"]["registry"] is True
+    assert out["removed"]["secrets_key"] is True
+    assert not (state_dir / RECIPE / "secrets").exists()
     assert not (state_dir / RECIPE / "canonical.json").exists()
     assert not (state_dir / RECIPE / "snapshot").exists()
     assert canonical.absent(confirm=True)["changed"] is False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -392,3 +394,42 @@ def test_host_ports_update_stop_first_and_a_failed_deploy_names_its_secrets(tmp_
     # the version deployed overwrites the recipe's label on app only
     assert overlay["app"]["deploy"]["labels"]["coop-cloud.s.version"] == "v1.0.3"
     assert "coop-cloud.s.version" not in overlay["worker"]["deploy"]["labels"]
+
+
+class FileRecorder(Recorder):
+    """A Recorder that also reads the file named by the last argument (abra's -f data)."""
+
+    def __call__(self, cmd, cwd=None, env=None, **kwargs):
+        with open(cmd[-1], encoding="utf-8") as handle:
+            self.values.append((handle.read(), stat.S_IMODE(os.stat(cmd[-1]).st_mode)))
+        return super().__call__(cmd, cwd=cwd, env=env, **kwargs)
+
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+
+def test_abra_inserts_secrets_from_a_private_file_that_does_not_stay(tmp_path):
+    client = FakeClient(["t1_ccci_test_old_v1"])
+    runner = FileRecorder()
+    abra = AbraDriver(client=client, runner=runner, server="ci", abra_root=str(tmp_path))
+    servers = tmp_path / "t1_ccci_test" / "servers" / "ci"
+    servers.mkdir(parents=True)
+    (servers / "t1.ccci.test.env").write_text("TYPE=dbkeep\n")
+    created = abra.ensure_secrets("t1_ccci_test", {
+        "t1_ccci_test_db_password_v1": "s3cret-value",
+        "t1_ccci_test_old_v1": "kept",
+        "shared_external_name": "by-sdk",
+    })  # fmt: skip
+    assert created == ["shared_external_name", "t1_ccci_test_db_password_v1"]
+    (call,) = runner.calls
+    assert runner.values == [("s3cret-value", 0o600)]
+    assert call["cmd"][:-1] == ["abra", "app", "secret", "insert", "-f", "t1.ccci.test",
+                                "db_password", "v1"]  # fmt: skip
+    assert "s3cret-value" not in call["cmd"]
+    assert call["env"]["ABRA_DIR"] == str(tmp_path / "t1_ccci_test")
+    assert not os.path.exists(call["cmd"][-1])
+    # a name abra does not build from the stack goes through the SDK, labelled
+    assert [name for name, _, _ in client.secrets.created] == ["shared_external_name"]
+    assert AbraDriver.secret_parts("t1_ccci_test", "t1_ccci_test_a_b_v2") == ("a_b", "v2")
+    assert AbraDriver.secret_parts("t1_ccci_test", "t1_ccci_test_v2") is None
