@@ -56,9 +56,10 @@ from urllib.parse import quote
 
 import httpx
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     read_json,
-    utc_now,
+    stamp,
     write_json,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._trigger import (
@@ -81,11 +82,11 @@ RECENT_BUILDS = 50
 LOCK_STRIPES = 64
 
 
-class ConfigError(ValueError):
+class ConfigError(CcciError, ValueError):
     """The bridge's settings are incomplete or malformed. The message names the setting."""
 
 
-class Unreachable(RuntimeError):
+class Unreachable(CcciError, RuntimeError):
     """The forge or Drone did not answer usefully after every try."""
 
     def __init__(self, service: str, last: str):
@@ -93,12 +94,13 @@ class Unreachable(RuntimeError):
         self.service = service
 
 
-class Refused(RuntimeError):
+class Refused(CcciError, RuntimeError):
     """The forge or Drone answered with a 4xx: retrying will not help."""
 
     def __init__(self, service: str, what: str, response: httpx.Response):
-        super().__init__(f"{service} refused {what}: HTTP {response.status_code}")
-        self.status = response.status_code
+        super().__init__(
+            f"{service} refused {what}: HTTP {response.status_code}", status=response.status_code
+        )
 
 
 @dataclass(frozen=True)
@@ -309,7 +311,7 @@ class Bridge:
             return Outcome(200, "duplicate", f"already {record['decision']}", fields)
 
         def save(**changes: Any) -> None:
-            record.update(changes, updated=utc_now())
+            record.update(changes, updated=stamp())
             write_json(str(path), record, mode=0o600)
 
         # Written to disk: before Drone is asked, once the build is known, and when done

@@ -23,8 +23,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+try:
+    import httpx
+except ImportError:  # the module says so through missing_required_lib
+    httpx = None  # type: ignore[assignment]
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
 from ansible_collections.coopcloud.ci.plugins.module_utils._runs import scrub_text
 
@@ -38,14 +42,12 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _BODY_LIMIT = 300
 
 
-class ForgeError(Exception):
+class ForgeError(CcciError):
     """One failed post to the forge: ``status`` (None when no answer came) and ``body``
     (shortened) are the evidence; ``str()`` is one sentence without the token."""
 
     def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
+        super().__init__(message, status=status, body=body)
 
 
 def validate_repo(repo: object) -> str:

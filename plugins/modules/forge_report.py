@@ -21,6 +21,8 @@ description:
   - B(A post that fails never fails the task) - it is returned in RV(errors) and shown as a
     warning, so a forge that is down never changes a run's verdict. Only bad arguments fail.
   - The token is sent in the C(Authorization) header only; it is never returned or logged.
+requirements:
+  - httpx
 author:
   - coopcloud.ci developers
 extends_documentation_fragment:
@@ -125,6 +127,7 @@ errors:
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import require, run_module
 from ansible_collections.coopcloud.ci.plugins.module_utils._forge import (
     ForgeClient,
     plan,
@@ -132,6 +135,38 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._forge import (
     validate_commit,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
+
+
+def post(module: AnsibleModule) -> dict:
+    """Post (or, in check mode, plan) the status and the comment; warn on what failed."""
+    params = module.params
+    require(module, "httpx")
+    client = ForgeClient(
+        params["url"],
+        params["token"],
+        params["repo"],
+        timeout=params["timeout"],
+        validate_certs=params["validate_certs"],
+    )
+    try:
+        validate_commit(params["commit"])
+        if params["pr"] is not None and params["pr"] < 1:
+            raise ValidationError(f"pull request number {params['pr']} is invalid")
+        if module.check_mode:
+            return plan(params["mode"], params["record"], params["pr"], params["target_url"])
+        result = report(
+            client,
+            mode=params["mode"],
+            commit=params["commit"],
+            record=params["record"],
+            pr=params["pr"],
+            target_url=params["target_url"],
+        )
+    finally:
+        client.close()
+    for error in result["errors"]:
+        module.warn(f"not reported on the forge (the verdict stands): {error}")
+    return {"changed": bool(result["posted"]), **result}
 
 
 def main() -> None:
@@ -154,39 +189,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    params = module.params
-    try:
-        client = ForgeClient(
-            params["url"],
-            params["token"],
-            params["repo"],
-            timeout=params["timeout"],
-            validate_certs=params["validate_certs"],
-        )
-        validate_commit(params["commit"])
-        if params["pr"] is not None and params["pr"] < 1:
-            raise ValidationError(f"pull request number {params['pr']} is invalid")
-        if module.check_mode:
-            module.exit_json(
-                changed=False,
-                **plan(params["mode"], params["record"], params["pr"], params["target_url"]),
-            )
-        try:
-            result = report(
-                client,
-                mode=params["mode"],
-                commit=params["commit"],
-                record=params["record"],
-                pr=params["pr"],
-                target_url=params["target_url"],
-            )
-        finally:
-            client.close()
-    except ValidationError as exc:
-        module.fail_json(msg=str(exc))
-    for error in result["errors"]:
-        module.warn(f"not reported on the forge (the verdict stands): {error}")
-    module.exit_json(changed=bool(result["posted"]), **result)
+    run_module(module, lambda: post(module))
 
 
 if __name__ == "__main__":
