@@ -54,7 +54,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+try:
+    import httpx
+except ImportError:  # bin/ccci bridge needs it; importing this file must not
+    httpx = None  # type: ignore[assignment]
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
@@ -534,7 +537,9 @@ def create_app(bridge: Bridge):
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """``ccci bridge [--config FILE] [--check]``: serve until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(prog="ccci bridge", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="ccci bridge", description=__doc__.split("\n", maxsplit=1)[0]
+    )
     parser.add_argument("--config", help="a KEY=value file (CCCI_BRIDGE_* settings)")
     parser.add_argument("--check", action="store_true", help="check the settings and exit")
     args = parser.parse_args(argv)

@@ -297,6 +297,7 @@ def argument_spec() -> dict:
         "keycloak_url": {
             "type": "str",
             "required": True,
+            "no_log": False,  # a URL, not a secret
             "fallback": (env_fallback, ["CCCI_KEYCLOAK_URL"]),
         },
         "admin_user": {

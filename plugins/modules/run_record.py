@@ -99,7 +99,7 @@ options:
     description:
       - With O(state=finished), why the run could not run; makes the verdict V(ERROR)
         unless a stage failed.
-      - With the other states, the errors so far: counted in RV(verdict_so_far) only.
+      - With the other states, the errors so far, counted in RV(verdict_so_far) only.
     type: str
   canonical_before:
     description:
