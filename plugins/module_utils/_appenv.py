@@ -708,11 +708,9 @@ def build_app_env(
     if type_value:
         recipe = type_value.partition(":")[0] or None
     compose_files = compose_files_from(env, checkout_dir)
-    # secrets: those the active compose files declare (as abra takes them); a recipe
-    # whose compose files declare none falls back to the active lines of .env.sample
-    specs = compose_secrets(load_compose(checkout_dir, compose_files), env, sample)
-    if specs is None:
-        specs = parse_secrets(sample, {k: v for k, v in env.items() if _SECRET_KEY_RE.match(k)})
+    # secrets: those the active compose files declare, as abra takes them; none when
+    # they declare none, whatever SECRET_*_VERSION the env sets (abra creates none)
+    specs = compose_secrets(load_compose(checkout_dir, compose_files), env, sample) or []
     for spec in specs:
         secret_name(stack, spec)  # fail early: a name Docker would refuse
     return AppEnv(

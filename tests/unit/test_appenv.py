@@ -518,6 +518,16 @@ configs:
   entrypoint:
     name: ${STACK_NAME}_entrypoint_${APP_ENTRYPOINT_VERSION:-v0}
     file: entrypoint.sh
+secrets:
+  db_password:
+    external: true
+    name: ${STACK_NAME}_db_password_${SECRET_DB_PASSWORD_VERSION}
+"""
+MESSY_SMTP = """\
+secrets:
+  smtp_password:
+    external: true
+    name: ${STACK_NAME}_smtp_password_${SECRET_SMTP_PASSWORD_VERSION:-v1}
 """
 
 
@@ -528,13 +538,24 @@ def messy(tmp_path):
         ".env.sample": MESSY_SAMPLE,
         "abra.sh": MESSY_ABRA_SH,
         "compose.yml": MESSY_COMPOSE,
-        "compose.smtp.yml": "services: {}\n",
+        "compose.smtp.yml": MESSY_SMTP,
         "postgres/compose.postgres.tune.yml": "services: {}\n",
         "entrypoint.sh": "#!/bin/sh\n",
     }
     for rel, text in files.items():
         _touch(root, rel, text)
     return root
+
+
+def test_build_app_env_takes_no_secret_compose_files_do_not_declare(messy):
+    """As abra (the traefik recipe, its OVH secret versions set in the app env while its
+    COMPOSE_FILE leaves the OVH overlay out): no compose file declares a secret, so none
+    is created, whatever SECRET_*_VERSION lines the sample and the env have."""
+    (messy / "compose.yml").write_text(MESSY_COMPOSE.split("secrets:")[0])
+    env = {"COMPOSE_FILE": "compose.yml", "SECRET_OVH_APP_SECRET_VERSION": "v1"}
+    app = build_app_env(str(messy), "messy.example.org", env)
+    assert app.compose_files == ["compose.yml"]
+    assert app.secrets == [] and app.secret_names() == {} and app.secret_values() == {}
 
 
 def test_build_app_env_order_sample_overrides_abra_sh(messy):
