@@ -15,7 +15,6 @@ import tempfile
 from collections.abc import Mapping
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
-    DEFAULT_DEPLOY_TIMEOUT,
     DEFAULT_REMOVE_TIMEOUT,
     Driver,
     DriverError,
@@ -182,41 +181,13 @@ class AbraDriver(Driver):
             )
         return os.path.basename(found)[: -len(".env")]
 
-    def deploy(
-        self,
-        stack,
-        workdir,
-        compose_files,
-        env,
-        secrets=None,
-        version=None,
-        commit=None,
-        timeout=DEFAULT_DEPLOY_TIMEOUT,
-        labels=None,
-        publish=None,
-        constraints=None,
-    ):
+    def launch(self, stack, workdir, files, overlay, env, version):
         domain = self.domain_of(stack, env)
-        files = list(compose_files)
-        overlay = self.write_labels_overlay(
-            workdir,
-            files,
-            version,
-            commit,
-            labels,
-            publish=publish,
-            stack=stack,
-            constraints=constraints,
-        )
         app_env = dict(env)
         if overlay:
             app_env["COMPOSE_FILE"] = ":".join([*files, overlay])
         self.prepare_abra_dir(stack, workdir, app_env, version)
-        created = self.ensure_secrets(stack, secrets)
-        return self.deploy_and_wait(
-            stack, self.deploy_argv(domain), cwd=workdir, env=self._env(stack),
-            created=created, timeout=timeout, what=f"abra app deploy of {domain}",
-        )  # fmt: skip
+        return self.deploy_argv(domain), self._env(stack), f"abra app deploy of {domain}"
 
     def undeploy(self, stack, timeout=DEFAULT_REMOVE_TIMEOUT):
         state = read_stack(self.client, stack)

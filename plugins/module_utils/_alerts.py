@@ -214,26 +214,17 @@ class AlertStore:
                     return alert
         return None
 
-    def write(
-        self,
-        kind: str,
-        target: str,
-        attempted: str | None = None,
-        last_good: str | None = None,
-        recovered: bool | None = None,
-        notes: Any = None,
-        *,
-        quiet_for: float = 0,
-        **extra: Any,
-    ) -> str:
-        """Write an alert atomically and return its path.
+    def write(self, *fields: Any, quiet_for: float = 0, **extra: Any) -> str:
+        """Write the alert :meth:`build` makes of ``fields`` and ``extra`` atomically and
+        return its path.
 
         When :meth:`find_open` finds the same condition, nothing is written and the
         existing alert's path is returned (compare with :meth:`find_open` beforehand to
         know which happened).
         """
-        record = self.build(kind, target, attempted, last_good, recovered, notes, **extra)
-        existing = self.find_open(kind, target, attempted, quiet_for)
+        record = self.build(*fields, **extra)
+        kind, target = record["kind"], record["target"]
+        existing = self.find_open(kind, target, record["attempted"], quiet_for)
         if existing is not None:
             return existing.path
         now = datetime.datetime.now(datetime.UTC)

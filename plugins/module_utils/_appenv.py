@@ -62,6 +62,14 @@ Lookup = Callable[[str], "str | None"]
 # --- the shell-like value syntax ----------------------------------------------------------
 
 
+def _piece_at(text: str, i: int, lookup: Lookup | None, where: str) -> tuple[str, int]:
+    """What ``text[i]`` stands for where ``$`` expands (``lookup`` None: nowhere): the
+    expansion of the ``$`` there, else the character itself; and the index after it."""
+    if text[i] == "$" and lookup is not None:
+        return _expand_at(text, i, lookup, where)
+    return text[i], i + 1
+
+
 def _expand_at(text: str, i: int, lookup: Lookup, where: str) -> tuple[str, int]:
     """Expand the ``$`` at ``text[i]``; return the expansion and the index after it."""
     n = len(text)
@@ -99,12 +107,8 @@ def _expand_at(text: str, i: int, lookup: Lookup, where: str) -> tuple[str, int]
 def _expand_plain(text: str, lookup: Lookup, where: str) -> str:
     out, i = [], 0
     while i < len(text):
-        if text[i] == "$":
-            piece, i = _expand_at(text, i, lookup, where)
-            out.append(piece)
-        else:
-            out.append(text[i])
-            i += 1
+        piece, i = _piece_at(text, i, lookup, where)
+        out.append(piece)
     return "".join(out)
 
 
@@ -145,12 +149,9 @@ def _scan_value(rest: str, lookup: Lookup | None, where: str) -> tuple[str, str]
                 if c == "\\" and i + 1 < n and rest[i + 1] in '"\\$`':
                     out.append(rest[i + 1])
                     i += 2
-                elif c == "$" and lookup is not None:
-                    piece, i = _expand_at(rest, i, lookup, where)
-                    out.append(piece)
                 else:
-                    out.append(c)
-                    i += 1
+                    piece, i = _piece_at(rest, i, lookup, where)
+                    out.append(piece)
         elif c in " \t":
             j = i
             while j < n and rest[j] in " \t":
@@ -164,12 +165,9 @@ def _scan_value(rest: str, lookup: Lookup | None, where: str) -> tuple[str, str]
         elif c == "\\" and i + 1 < n:
             out.append(rest[i + 1])
             i += 2
-        elif c == "$" and lookup is not None:
-            piece, i = _expand_at(rest, i, lookup, where)
-            out.append(piece)
         else:
-            out.append(c)
-            i += 1
+            piece, i = _piece_at(rest, i, lookup, where)
+            out.append(piece)
     return "".join(out), ""
 
 

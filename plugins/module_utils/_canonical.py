@@ -57,10 +57,9 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeRepo
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import (
-    TRANSITIONS,
     Registry,
-    TransitionError,
     describe_status,
+    status_change,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._secretkey import SecretKey
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
@@ -110,23 +109,6 @@ class CanonicalError(CcciError, RuntimeError):
 def placement(node: str | None) -> list[str]:
     """The placement constraints that pin a canonical to the node holding its volumes."""
     return [f"node.id == {node}"] if node else []
-
-
-def status_change(registry: Mapping[str, Any], status: str, run_id: str) -> bool:
-    """Would :meth:`Registry.set_status` change the file? Raises :class:`TransitionError`
-    (its message) when the life cycle does not allow the move. Reads only."""
-    current = registry["status"]
-    if current == status and (
-        status in ("idle", "deployed") or registry.get("status_by") == run_id
-    ):
-        return False
-    if status not in TRANSITIONS[current]:
-        allowed = ", ".join(sorted(TRANSITIONS[current]))
-        raise TransitionError(
-            f"the canonical of {registry['recipe']} cannot go from {current} to {status} "
-            f"(it is {describe_status(dict(registry))}); from {current} it may go to: {allowed}"
-        )
-    return True
 
 
 def summary(registry: Mapping[str, Any] | None) -> dict[str, Any]:

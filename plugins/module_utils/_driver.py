@@ -306,6 +306,35 @@ class Driver:
         :class:`DriverError` (with the command's evidence and the failed
         tasks' own error text) when the deploy fails or does not converge in ``timeout``.
         """
+        files = list(compose_files)
+        overlay = self.write_labels_overlay(
+            workdir,
+            files,
+            version,
+            commit,
+            labels,
+            publish=publish,
+            stack=stack,
+            constraints=constraints,
+        )
+        cmd, proc_env, what = self.launch(stack, workdir, files, overlay, env, version)
+        created = self.ensure_secrets(stack, secrets)
+        return self.deploy_and_wait(
+            stack, cmd, cwd=workdir, env=proc_env, created=created, timeout=timeout, what=what
+        )
+
+    def launch(
+        self,
+        stack: str,
+        workdir: str,
+        files: list[str],
+        overlay: str | None,
+        env: Mapping[str, str],
+        version: str | None,
+    ) -> tuple[list[str], dict[str, str], str]:
+        """What :meth:`deploy` runs: the command deploying ``files`` (and the labels
+        ``overlay``, when one was written), its environment, and its name for messages;
+        prepares whatever that command reads."""
         raise NotImplementedError
 
     def undeploy(self, stack: str, timeout: float = DEFAULT_REMOVE_TIMEOUT) -> dict[str, Any]:
@@ -560,41 +589,17 @@ class StackDriver(Driver):
             argv += ["-c", rel]
         return [*argv, stack]
 
-    def deploy(
-        self,
-        stack,
-        workdir,
-        compose_files,
-        env,
-        secrets=None,
-        version=None,
-        commit=None,
-        timeout=DEFAULT_DEPLOY_TIMEOUT,
-        labels=None,
-        publish=None,
-        constraints=None,
-    ):
+    def deploy(self, stack, workdir, compose_files, env, *args, **kwargs):
         files = list(compose_files)
         if not files:
             raise DriverError(f"stack {stack} has no compose files to deploy")
-        overlay = self.write_labels_overlay(
-            workdir,
-            files,
-            version,
-            commit,
-            labels,
-            publish=publish,
-            stack=stack,
-            constraints=constraints,
-        )
+        return super().deploy(stack, workdir, files, env, *args, **kwargs)
+
+    def launch(self, stack, workdir, files, overlay, env, version):
         if overlay:
-            files.append(overlay)
-        created = self.ensure_secrets(stack, secrets)
+            files = [*files, overlay]
         proc_env = {**os.environ, **{k: str(v) for k, v in env.items()}}
-        return self.deploy_and_wait(
-            stack, self.deploy_argv(stack, files), cwd=workdir, env=proc_env, created=created,
-            timeout=timeout, what=f"docker stack deploy of {stack}",
-        )  # fmt: skip
+        return self.deploy_argv(stack, files), proc_env, f"docker stack deploy of {stack}"
 
     def undeploy(self, stack, timeout=DEFAULT_REMOVE_TIMEOUT):
         state = read_stack(self.client, stack)

@@ -105,17 +105,6 @@ def clean_staging(target: str) -> None:
             remove_tree(os.path.join(parent, name))
 
 
-def write_synced(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 _TAR_VERSIONS: dict[str, str] = {}
 
 

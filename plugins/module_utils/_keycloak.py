@@ -224,15 +224,7 @@ class KeycloakAdmin:
                 "password": self._password,
             },
         )
-        body = _json_or_none(response)
-        if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
-            raise KeycloakError(
-                response.status_code,
-                error_message(body, response.text),
-                _redact(response.text),
-                action=action,
-                url=str(response.url),
-            )
+        body = _token_answer(response, action)
         self._token = body["access_token"]
         expires_in = float(body.get("expires_in") or 60)
         margin = min(10.0, expires_in / 5)
@@ -448,22 +440,11 @@ class KeycloakAdmin:
             "requiredActions": [],
         }
 
-    def create_user(
-        self,
-        realm: str,
-        username: str,
-        email: str,
-        first_name: str,
-        last_name: str,
-        *,
-        email_verified: bool = True,
-        enabled: bool = True,
-    ) -> str:
-        """Create a fully set-up user (no required actions); returns its id."""
-        rep = self.user_representation(
-            username, email, first_name, last_name, email_verified, enabled
-        )
-        return self._create(realm, "user", username, rep)
+    def create_user(self, realm: str, *fields: Any, **options: Any) -> str:
+        """Create the fully set-up user (no required actions) that
+        :meth:`user_representation` makes of ``fields`` and ``options``; returns its id."""
+        rep = self.user_representation(*fields, **options)
+        return self._create(realm, "user", rep["username"], rep)
 
     def update_user(self, realm: str, user_id: str, changes: dict) -> None:
         self._update(realm, "user", user_id, changes)
@@ -504,16 +485,7 @@ class KeycloakAdmin:
         response = self._send(
             "POST", f"/realms/{_seg(realm)}/protocol/openid-connect/token", action, data=data
         )
-        body = _json_or_none(response)
-        if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
-            raise KeycloakError(
-                response.status_code,
-                error_message(body, response.text),
-                _redact(response.text),
-                action=f"Keycloak at {self.base_url} refused the {action}",
-                url=str(response.url),
-            )
-        return body
+        return _token_answer(response, f"Keycloak at {self.base_url} refused the {action}")
 
     def discovery(self, realm: str) -> dict:
         """The realm's ``.well-known/openid-configuration``."""
@@ -544,6 +516,21 @@ def _json_or_none(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+def _token_answer(response: httpx.Response, action: str) -> dict:
+    """A token endpoint's answer holding an ``access_token``, else the
+    :class:`KeycloakError` of its refusal."""
+    body = _json_or_none(response)
+    if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
+        raise KeycloakError(
+            response.status_code,
+            error_message(body, response.text),
+            _redact(response.text),
+            action=action,
+            url=str(response.url),
+        )
+    return body
 
 
 def _redact(text: str) -> str:

@@ -49,6 +49,15 @@ USER_KEYS = (
     "requiredActions",
 )
 
+#: The client fields a realm's summary and diff show.
+CLIENT_KEYS = (
+    "clientId",
+    "publicClient",
+    "standardFlowEnabled",
+    "directAccessGrantsEnabled",
+    "redirectUris",
+)
+
 
 @dataclass
 class RealmSpec:
@@ -165,16 +174,7 @@ class CiRealms:
         after = {
             "realm": realm,
             "enabled": True,
-            "client": {
-                k: want_client[k]
-                for k in (
-                    "clientId",
-                    "publicClient",
-                    "standardFlowEnabled",
-                    "directAccessGrantsEnabled",
-                    "redirectUris",
-                )
-            },
+            "client": {k: want_client[k] for k in CLIENT_KEYS},
             "user": {k: user_fields[k] for k in USER_KEYS},
         }
         if not check_mode and actions:
@@ -231,16 +231,7 @@ class CiRealms:
             return {}
         summary: dict[str, Any] = {"realm": realm, "enabled": bool(existing.get("enabled"))}
         if client is not None:
-            summary["client"] = {
-                k: client.get(k)
-                for k in (
-                    "clientId",
-                    "publicClient",
-                    "standardFlowEnabled",
-                    "directAccessGrantsEnabled",
-                    "redirectUris",
-                )
-            }
+            summary["client"] = {k: client.get(k) for k in CLIENT_KEYS}
         if user is not None:
             summary["user"] = {k: user.get(k) for k in USER_KEYS}
         return summary

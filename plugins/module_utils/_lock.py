@@ -64,6 +64,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     RecipePaths,
     fsync_dir,
     stamp,
+    write_synced,
 )
 
 GUARD_NAME = ".lock.guard"
@@ -348,13 +349,8 @@ class AppLock:
         """Create the lock file holding ``record``; FileExistsError when it exists."""
         data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
         tmp = os.path.join(self.directory, f".lock.{record['run_id']}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_synced(tmp, data, 0o644)
             try:
                 os.link(tmp, self.path)
             except OSError as exc:
@@ -363,12 +359,7 @@ class AppLock:
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise
                 # A file system without hard links: create exclusively, then write.
-                fd2 = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-                try:
-                    os.write(fd2, data)
-                    os.fsync(fd2)
-                finally:
-                    os.close(fd2)
+                write_synced(self.path, data, 0o644)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

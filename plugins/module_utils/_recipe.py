@@ -55,6 +55,16 @@ class RecipeError(CcciError, RuntimeError):
     def __init__(self, message: str, rc: int | None = None, stdout: str = "", stderr: str = ""):
         super().__init__(message, rc=rc, stdout=stdout, stderr=stderr)
 
+    @classmethod
+    def of(cls, proc: subprocess.CompletedProcess, message: str) -> RecipeError:
+        """``message`` with git's exit status and stderr, carrying its evidence."""
+        return cls(
+            f"{message} (rc={proc.returncode}): {proc.stderr.strip()}",
+            rc=proc.returncode,
+            stdout=proc.stdout,
+            stderr=proc.stderr,
+        )
+
 
 @dataclass(frozen=True)
 class Resolved:
@@ -198,13 +208,7 @@ class RecipeRepo:
         if proc.returncode == 0 and _FULL_COMMIT_RE.match(out):
             return out
         if proc.returncode not in (0, 1):
-            raise RecipeError(
-                f"git rev-parse failed in {self.path} (rc={proc.returncode}): "
-                f"{proc.stderr.strip()}",
-                rc=proc.returncode,
-                stdout=proc.stdout,
-                stderr=proc.stderr,
-            )
+            raise RecipeError.of(proc, f"git rev-parse failed in {self.path}")
         return None
 
     # --- remote -----------------------------------------------------------------------
@@ -242,12 +246,9 @@ class RecipeRepo:
                 )  # fmt: skip
         if proc.returncode != 0:
             what = f" (asked for {extra})" if extra is not None and extra in self.fetched else ""
-            raise RecipeError(
-                f"could not fetch recipe {self.recipe!r} from origin {self.origin_url()}"
-                f"{what} (rc={proc.returncode}): {proc.stderr.strip()}",
-                rc=proc.returncode,
-                stdout=proc.stdout,
-                stderr=proc.stderr,
+            raise RecipeError.of(
+                proc,
+                f"could not fetch recipe {self.recipe!r} from origin {self.origin_url()}{what}",
             )
         return True
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
@@ -117,6 +118,21 @@ def describe_status(registry: dict[str, Any] | None) -> str:
     if last is None:
         return registry["status"]
     return f"{registry['status']} since {last.get('at')} (run {last.get('run_id')})"
+
+
+def status_change(registry: Mapping[str, Any], status: str, run_id: str) -> bool:
+    """Would :meth:`Registry.set_status` change the file? Raises :class:`TransitionError`
+    (its message) when the life cycle does not allow the move. Reads only."""
+    current = registry["status"]
+    if current == status and (status in _IDEMPOTENT or registry.get("status_by") == run_id):
+        return False
+    if status not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(TRANSITIONS[current]))
+        raise TransitionError(
+            f"the canonical of {registry['recipe']} cannot go from {current} to {status} "
+            f"(it is {describe_status(dict(registry))}); from {current} it may go to: {allowed}"
+        )
+    return True
 
 
 class Registry:
@@ -250,14 +266,8 @@ class Registry:
         validate_run_id(run_id)
         data = self._require()
         current = data["status"]
-        if current == status and (status in _IDEMPOTENT or data.get("status_by") == run_id):
+        if not status_change(data, status, run_id):
             return False
-        if status not in TRANSITIONS[current]:
-            allowed = ", ".join(sorted(TRANSITIONS[current]))
-            raise TransitionError(
-                f"the canonical of {self.recipe} cannot go from {current} to {status} "
-                f"(it is {describe_status(data)}); from {current} it may go to: {allowed}"
-            )
         data["status"] = status
         data["status_by"] = run_id
         self._write(data, {"event": "status", "from": current, "to": status, "run_id": run_id})

@@ -60,7 +60,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._fsops import (
     remove_tree,
     staging_name,
     tar_version,
-    write_synced,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     SNAPSHOT_NAME,
@@ -68,6 +67,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     dumps,
     fsync_dir,
     stamp,
+    write_synced,
 )
 
 FORMAT = 1

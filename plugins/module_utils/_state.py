@@ -125,6 +125,18 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def write_synced(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Create ``path`` (it must not exist: FileExistsError) holding ``data``, synced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
