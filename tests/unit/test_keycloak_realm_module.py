@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from support.keycloak_double import KeycloakDouble, decode_unverified
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import (
     KeycloakAdmin,
@@ -31,11 +31,7 @@ def run(capsys, kc):
         args.setdefault("admin_password", PASSWORD)
         args.setdefault("retries", 1)
         args = {k: v for k, v in args.items() if v is not None}  # None: leave the option out
-        args["_ansible_check_mode"] = check
-        args["_ansible_diff"] = diff
-        with patch_module_args(args), pytest.raises(SystemExit):
-            keycloak_realm.main()
-        return json.loads(capsys.readouterr().out)
+        return run_main(keycloak_realm, args, capsys, check=check, diff=diff)[1]
 
     return _run
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support import modules
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _status
 from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import AlertStore
@@ -231,9 +231,7 @@ def test_table_is_fixed_width():
 
 
 def run_main(args, capsys):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        warm_status.main()
-    return json.loads(capsys.readouterr().out)
+    return modules.run_main(warm_status, args, capsys)[1]
 
 
 def test_module_reads_only_and_works_in_check_mode(state_dir, tmp_path, capsys, monkeypatch):

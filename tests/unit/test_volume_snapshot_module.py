@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import tree_digest
 from ansible_collections.coopcloud.ci.plugins.modules import volume_snapshot
@@ -113,10 +113,7 @@ def volume(engine, tmp_path) -> Path:
 
 
 def run(args: dict, capsys, check: bool = False, diff: bool = False) -> tuple[int, dict]:
-    extra = {"_ansible_check_mode": check, "_ansible_diff": diff}
-    with patch_module_args({**args, **extra}), pytest.raises(SystemExit) as exc:
-        volume_snapshot.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(volume_snapshot, args, capsys, check=check, diff=diff)
 
 
 def base(state_dir: Path, **more) -> dict:

@@ -10,8 +10,8 @@ import json
 import os
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from support.fake_canonical_engine import FakeDriver, FakeEngine
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotStore
 from ansible_collections.coopcloud.ci.plugins.modules import warm_canonical
@@ -27,10 +27,7 @@ def engine(tmp_path, monkeypatch) -> FakeEngine:
 
 
 def run(args: dict, capsys, check: bool = False, diff: bool = False) -> tuple[int, dict]:
-    extra = {"_ansible_check_mode": check, "_ansible_diff": diff}
-    with patch_module_args({"recipe": RECIPE, **args, **extra}), pytest.raises(SystemExit) as exc:
-        warm_canonical.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(warm_canonical, {"recipe": RECIPE, **args}, capsys, check=check, diff=diff)
 
 
 def snapshot(state_dir, tmp_path) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _lock
 from ansible_collections.coopcloud.ci.plugins.modules import warm_lock
@@ -22,11 +22,7 @@ def run(capsys, state_dir):
     def _run(check: bool = False, diff: bool = False, **args) -> dict:
         args.setdefault("recipe", "custom-html")
         args.setdefault("state_dir", str(state_dir))
-        args["_ansible_check_mode"] = check
-        args["_ansible_diff"] = diff
-        with patch_module_args(args), pytest.raises(SystemExit):
-            warm_lock.main()
-        return json.loads(capsys.readouterr().out)
+        return run_main(warm_lock, args, capsys, check=check, diff=diff)[1]
 
     return _run
 
