@@ -29,6 +29,15 @@ def _labels_match(labels: dict, filters: dict | None) -> bool:
     return labels.get(key) == value
 
 
+def corrupt_snapshot(state_dir: Path, recipe: str, volume: str = "content") -> Path:
+    """Flip one bit inside the archive of ``volume`` in ``recipe``'s snapshot; its path."""
+    archive = Path(state_dir) / recipe / "snapshot" / f"{volume}.tar"
+    data = bytearray(archive.read_bytes())
+    data[600] ^= 0x01
+    archive.write_bytes(bytes(data))
+    return archive
+
+
 class FakeVolume:
     def __init__(self, attrs: dict) -> None:
         self.attrs = attrs

@@ -404,6 +404,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "KeycloakDouble"
     double: KeycloakDouble
 
+    def _created(self, path: str) -> _Reply:
+        """201 with no body and ``Location: <base>/admin/realms/<path>``, as Keycloak answers."""
+        return _Reply(201, None, {"Location": f"{self.double.base_url}/admin/realms/{path}"})
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -735,7 +739,7 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     realm.access_token_lifespan = self.double.token_lifetime
                 realms[name] = realm
-                raise _Reply(201, None, {"Location": f"{self.double.base_url}/admin/realms/{name}"})
+                raise self._created(name)
             raise _Reply(405, {"error": "HTTP 405 Method Not Allowed"})
         realm = realms.get(rest[0])
         if realm is None:
@@ -795,14 +799,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if client["publicClient"]:
                     client.pop("secret")
                 realm.clients[client["id"]] = client
-                raise _Reply(
-                    201,
-                    None,
-                    {
-                        "Location": f"{self.double.base_url}/admin/realms/"
-                        f"{realm.name}/clients/{client['id']}"
-                    },
-                )
+                raise self._created(f"{realm.name}/clients/{client['id']}")
             raise _Reply(405, {"error": "HTTP 405 Method Not Allowed"})
         client = realm.clients.get(rest[0])
         if client is None:
@@ -913,14 +910,7 @@ class _Handler(BaseHTTPRequestHandler):
                         realm.passwords[user_id] = cred["value"]
                         if cred.get("temporary"):
                             user["requiredActions"].append("UPDATE_PASSWORD")
-                raise _Reply(
-                    201,
-                    None,
-                    {
-                        "Location": f"{self.double.base_url}/admin/realms/"
-                        f"{realm.name}/users/{user_id}"
-                    },
-                )
+                raise self._created(f"{realm.name}/users/{user_id}")
             raise _Reply(405, {"error": "HTTP 405 Method Not Allowed"})
         user = realm.users.get(rest[0])
         if user is None:

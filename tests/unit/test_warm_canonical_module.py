@@ -10,7 +10,7 @@ import json
 import os
 
 import pytest
-from support.fake_canonical_engine import FakeDriver, FakeEngine
+from support.fake_canonical_engine import FakeDriver, FakeEngine, corrupt_snapshot
 from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotStore
@@ -103,10 +103,7 @@ def test_failure_midway_reports_what_was_done(engine, state_dir, tmp_path, capsy
     mount = engine.api.volume_list["warm-custom-html_example_org_content"]["Mountpoint"]
     with open(os.path.join(mount, "index.html"), "w") as handle:
         handle.write("changed\n")
-    archive = state_dir / RECIPE / "snapshot" / "content.tar"
-    data = bytearray(archive.read_bytes())
-    data[600] ^= 0x01
-    archive.write_bytes(bytes(data))
+    archive = corrupt_snapshot(state_dir, RECIPE)
     rc, out = run({"state": "idle", **base}, capsys)
     assert rc == 1 and out["changed"] is True
     assert out["actions"] == ["status restoring"]
