@@ -78,29 +78,22 @@ class FakeAPI:
             }
         )
 
-    def add_secret(self, name, stack=None, hours=0.0):
-        labels = {NS: stack} if stack else {}
+    def _swarm_object(self, name, stack, hours) -> dict:
+        """A secret or config as the engine lists it."""
         t = iso(self._ago(hours))
-        self._secrets.append(
-            {
-                "ID": self._id(),
-                "CreatedAt": t,
-                "UpdatedAt": t,
-                "Spec": {"Name": name, "Labels": labels},
-            }
-        )
+        labels = {NS: stack} if stack else {}
+        return {
+            "ID": self._id(),
+            "CreatedAt": t,
+            "UpdatedAt": t,
+            "Spec": {"Name": name, "Labels": labels},
+        }
+
+    def add_secret(self, name, stack=None, hours=0.0):
+        self._secrets.append(self._swarm_object(name, stack, hours))
 
     def add_config(self, name, stack=None, hours=0.0):
-        labels = {NS: stack} if stack else {}
-        t = iso(self._ago(hours))
-        self._configs.append(
-            {
-                "ID": self._id(),
-                "CreatedAt": t,
-                "UpdatedAt": t,
-                "Spec": {"Name": name, "Labels": labels},
-            }
-        )
+        self._configs.append(self._swarm_object(name, stack, hours))
 
     def add_network(self, name, stack=None, hours=0.0):
         labels = {NS: stack} if stack else {}

@@ -141,6 +141,10 @@ class _Realm:
         return next((u for u in self.users.values() if u["username"] == username), None)
 
 
+#: the admin password of the unit tests' double (the ``kc`` fixture, tests/unit/conftest.py)
+KC_ADMIN_PASSWORD = "double-admin-pw"
+
+
 class KeycloakDouble(LoopbackServer):
     """The server. Use as a context manager or call :meth:`start` / :meth:`stop`."""
 
