@@ -136,26 +136,20 @@ class FakeAPI:
     def info(self):
         return {"DockerRootDir": self.root, "Name": "node-1"}
 
+    @staticmethod
+    def _by_spec_label(objects: list[dict], filters) -> list[dict]:
+        """The services, secrets or configs whose ``Spec.Labels`` match the label filter."""
+        want = (filters or {}).get("label")
+        return [o for o in objects if _match_label(o["Spec"]["Labels"], want)]
+
     def services(self, filters=None):
-        return [
-            s
-            for s in self._services
-            if _match_label(s["Spec"]["Labels"], (filters or {}).get("label"))
-        ]
+        return self._by_spec_label(self._services, filters)
 
     def secrets(self, filters=None):
-        return [
-            s
-            for s in self._secrets
-            if _match_label(s["Spec"]["Labels"], (filters or {}).get("label"))
-        ]
+        return self._by_spec_label(self._secrets, filters)
 
     def configs(self, filters=None):
-        return [
-            s
-            for s in self._configs
-            if _match_label(s["Spec"]["Labels"], (filters or {}).get("label"))
-        ]
+        return self._by_spec_label(self._configs, filters)
 
     def networks(self, filters=None):
         return [
