@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -202,14 +201,6 @@ def leftovers(client, stack: str) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def short_lived():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
 def keycloak(monkeypatch):
     """The Keycloak double; its admin password reaches the plays through the environment
     only, as in production (CCCI_KEYCLOAK_ADMIN_PASSWORD)."""
@@ -220,7 +211,7 @@ def keycloak(monkeypatch):
 
 
 def test_reap_removes_dead_runs_stale_locks_and_orphan_realms_keeps_live_ones(
-    docker_client, state_dir, unique, tmp_path, cleanup_stacks, short_lived, keycloak
+    docker_client, state_dir, unique, tmp_path, cleanup_stacks, sleeper, keycloak
 ):
     suffix = f"{unique}.ccci.test"
     dead_id, live_id = os.urandom(3).hex(), os.urandom(3).hex()
@@ -235,9 +226,9 @@ def test_reap_removes_dead_runs_stale_locks_and_orphan_realms_keeps_live_ones(
     old.finish(finished_at="2026-01-01T00:05:00Z")
     RunRecord.start(str(state_dir), live_id, "cold", RECIPE, pid=os.getpid())
     # a stale lock (its owner died) and a lock held by a live process
-    AppLock(str(state_dir), "notes").acquire("5a1e00", timeout=0, owner_pid=short_lived.pid)
-    short_lived.kill()
-    short_lived.wait()
+    AppLock(str(state_dir), "notes").acquire("5a1e00", timeout=0, owner_pid=sleeper.pid)
+    sleeper.kill()
+    sleeper.wait()
     AppLock(str(state_dir), RECIPE).acquire("0a11fe", timeout=0, owner_pid=os.getpid())
     live_lock = (state_dir / RECIPE / "lock").read_bytes()
     # realms: the dead run's, an orphan of a run that left nothing else, the live run's,

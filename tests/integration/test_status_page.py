@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from support import status_state
 from support.ansible import dump, run_playbook
+from support.status_state import catalog
 
 pytestmark = pytest.mark.slow
 
@@ -156,16 +157,6 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
         rows.append(bytes(line))
         prev = line
     return width, height, [bytes(r[i : i + 3]) for r in rows for i in range(0, stride, bpp)]
-
-
-def catalog(tmp_path: Path, recipes: dict[str, bool]) -> Path:
-    root = tmp_path / "catalog"
-    for name, enrolled in recipes.items():
-        (root / name).mkdir(parents=True)
-        (root / name / "recipe.yml").write_text(
-            f"recipe: {name}\nwarm_canonical: {'true' if enrolled else 'false'}\n"
-        )
-    return root
 
 
 # ------------------------------------------------------------------------------ test

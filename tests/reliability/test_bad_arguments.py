@@ -284,7 +284,7 @@ def call(capsys, monkeypatch):
     """Run a module's main() here, as a module process would; its JSON result."""
     from ansible.module_utils import _internal as ansible_internal
     from ansible.module_utils.common import warnings as ansible_warnings
-    from ansible.module_utils.testing import patch_module_args
+    from support.modules import run_main
 
     monkeypatch.setattr(ansible_internal, "is_controller", False)
 
@@ -295,9 +295,7 @@ def call(capsys, monkeypatch):
         ansible_warnings._global_warnings.clear()
         ansible_warnings._global_deprecations.clear()
         capsys.readouterr()
-        with patch_module_args(args), pytest.raises(SystemExit):
-            mod.main()
-        return json.loads(capsys.readouterr().out)
+        return run_main(mod, args, capsys)[1]
 
     return _call
 

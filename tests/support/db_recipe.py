@@ -16,7 +16,16 @@ from pathlib import Path
 
 import yaml
 
-from support.recipes import CI_OVERLAY, HTML_ABRA_SH, commit, git, html_compose, init_repo
+from support.recipes import (
+    CI_OVERLAY,
+    HTML_ABRA_SH,
+    commit,
+    dump_compose,
+    external_secret,
+    git,
+    html_compose,
+    init_repo,
+)
 
 NAME = "dbkeep"
 
@@ -75,14 +84,9 @@ def compose(image: str, version: str) -> str:
     app["secrets"] = ["db_password"]
     app["volumes"] = ["data:/var/lib/db"]
     app["deploy"]["restart_policy"]["max_attempts"] = 2
-    doc["secrets"] = {
-        "db_password": {
-            "external": True,
-            "name": "${STACK_NAME}_db_password_${SECRET_DB_PASSWORD_VERSION}",
-        }
-    }
+    doc["secrets"] = {"db_password": external_secret("db_password")}
     doc["volumes"] = {"data": None}
-    return "---\n" + yaml.safe_dump(doc, sort_keys=False)
+    return dump_compose(doc)
 
 
 def make_dbkeep(recipes_dir: Path) -> dict:

@@ -1,5 +1,5 @@
 """A stand-in engine and driver for unit tests of the canonical (tests/unit/test_canonical*.py,
-test_warm_canonical_module.py).
+test_warm_canonical_module.py) and of volume_snapshot (its engine only).
 
 Only the engine is fake: volumes are real directories under a tmp root, snapshots are real
 archives written by the real store, and the stack state is read by the real
@@ -29,6 +29,15 @@ def _labels_match(labels: dict, filters: dict | None) -> bool:
     return labels.get(key) == value
 
 
+def corrupt_snapshot(state_dir: Path, recipe: str, volume: str = "content") -> Path:
+    """Flip one bit inside the archive of ``volume`` in ``recipe``'s snapshot; its path."""
+    archive = Path(state_dir) / recipe / "snapshot" / f"{volume}.tar"
+    data = bytearray(archive.read_bytes())
+    data[600] ^= 0x01
+    archive.write_bytes(bytes(data))
+    return archive
+
+
 class FakeVolume:
     def __init__(self, attrs: dict) -> None:
         self.attrs = attrs
@@ -45,6 +54,8 @@ class FakeAPI:
         self.volume_list: dict[str, dict] = {}
         self.service_list: list[dict] = []
         self.task_list: dict[str, list[dict]] = {}
+        #: volume name -> ids of the (stopped) containers that mount it
+        self.containers_by_volume: dict[str, list[str]] = {}
 
     def services(self, filters=None):
         return [s for s in self.service_list if _labels_match(s["Spec"]["Labels"], filters)]
@@ -62,6 +73,8 @@ class FakeAPI:
         return []
 
     def containers(self, all=False, filters=None):
+        if filters and "volume" in filters:
+            return [{"Id": c} for c in self.containers_by_volume.get(filters["volume"], [])]
         return []
 
     def volumes(self, filters=None):
@@ -91,6 +104,7 @@ class FakeEngine:
         return {"Name": "node-1", "Swarm": {"NodeID": self.node_id}}
 
     def create(self, name, driver, labels):
+        assert driver == "local"
         mount = self.root / name / "_data"
         mount.mkdir(parents=True)
         self.add_volume(name, mount, labels)

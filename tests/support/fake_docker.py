@@ -78,29 +78,22 @@ class FakeAPI:
             }
         )
 
-    def add_secret(self, name, stack=None, hours=0.0):
-        labels = {NS: stack} if stack else {}
+    def _swarm_object(self, name, stack, hours) -> dict:
+        """A secret or config as the engine lists it."""
         t = iso(self._ago(hours))
-        self._secrets.append(
-            {
-                "ID": self._id(),
-                "CreatedAt": t,
-                "UpdatedAt": t,
-                "Spec": {"Name": name, "Labels": labels},
-            }
-        )
+        labels = {NS: stack} if stack else {}
+        return {
+            "ID": self._id(),
+            "CreatedAt": t,
+            "UpdatedAt": t,
+            "Spec": {"Name": name, "Labels": labels},
+        }
+
+    def add_secret(self, name, stack=None, hours=0.0):
+        self._secrets.append(self._swarm_object(name, stack, hours))
 
     def add_config(self, name, stack=None, hours=0.0):
-        labels = {NS: stack} if stack else {}
-        t = iso(self._ago(hours))
-        self._configs.append(
-            {
-                "ID": self._id(),
-                "CreatedAt": t,
-                "UpdatedAt": t,
-                "Spec": {"Name": name, "Labels": labels},
-            }
-        )
+        self._configs.append(self._swarm_object(name, stack, hours))
 
     def add_network(self, name, stack=None, hours=0.0):
         labels = {NS: stack} if stack else {}
@@ -143,26 +136,20 @@ class FakeAPI:
     def info(self):
         return {"DockerRootDir": self.root, "Name": "node-1"}
 
+    @staticmethod
+    def _by_spec_label(objects: list[dict], filters) -> list[dict]:
+        """The services, secrets or configs whose ``Spec.Labels`` match the label filter."""
+        want = (filters or {}).get("label")
+        return [o for o in objects if _match_label(o["Spec"]["Labels"], want)]
+
     def services(self, filters=None):
-        return [
-            s
-            for s in self._services
-            if _match_label(s["Spec"]["Labels"], (filters or {}).get("label"))
-        ]
+        return self._by_spec_label(self._services, filters)
 
     def secrets(self, filters=None):
-        return [
-            s
-            for s in self._secrets
-            if _match_label(s["Spec"]["Labels"], (filters or {}).get("label"))
-        ]
+        return self._by_spec_label(self._secrets, filters)
 
     def configs(self, filters=None):
-        return [
-            s
-            for s in self._configs
-            if _match_label(s["Spec"]["Labels"], (filters or {}).get("label"))
-        ]
+        return self._by_spec_label(self._configs, filters)
 
     def networks(self, filters=None):
         return [

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.coopcloud.ci.plugins.module_utils import _lock
 from support import recipes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +22,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (and was reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def lock_owner(**fields) -> dict:
+    """An app lock's owner record naming this process (``fields`` override), as a run
+    holding the lock writes it."""
+    me = os.getpid()
+    record = {
+        "run_id": "0000aa",
+        "pid": me,
+        "start": _lock.process_start(me),
+        "boot_id": _lock.boot_id(),
+        "host": _lock.host_name(),
+        "since": "2026-01-01T00:00:00Z",
+    }
+    record.update(fields)
+    return record
+
+
+@pytest.fixture
+def sleeper():
+    """A live process that is not this one (killed after the test)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc
+    proc.kill()
+    proc.wait()
 
 
 @pytest.fixture

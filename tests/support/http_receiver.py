@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from support.loopback_http import LoopbackServer
 
 
 @dataclass
@@ -30,16 +32,15 @@ class Request:
         return json.loads(self.body)
 
 
-class HttpReceiver:
+class HttpReceiver(LoopbackServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.host = host
         self.port = port
         self.status = 200
         self.reply = b'{"ok": true}'
         self.requests: list[Request] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self.lock = threading.RLock()
+        self._connections: set = set()  # not registered: stop() only stops listening
 
     def _handler(self):
         receiver = self
@@ -48,7 +49,7 @@ class HttpReceiver:
             def _record(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                with receiver._lock:
+                with receiver.lock:
                     receiver.requests.append(
                         Request(self.command, self.path, dict(self.headers.items()), body)
                     )
@@ -74,28 +75,14 @@ class HttpReceiver:
         return self._server is not None
 
     def start(self) -> HttpReceiver:
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer((self.host, self.port), self._handler())
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
-        self._thread.start()
+        self._listen(self._handler(), "http-receiver")
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        self._close()
 
     def posts(self) -> list[Request]:
-        with self._lock:
+        with self.lock:
             return [r for r in self.requests if r.method == "POST"]
 
     def __enter__(self) -> HttpReceiver:

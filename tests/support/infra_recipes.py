@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support.recipes import commit, git, init_repo
+from support.recipes import commit, git, init_repo, release
 
 VERSIONS = ["1.0.0+2.0", "1.1.0+2.1", "1.2.0+2.2", "1.3.0+2.2", "2.0.0+3.0"]
 BASE, HEALTHY, BROKEN, MIGRATION, MAJOR = VERSIONS
@@ -132,15 +132,7 @@ def add_version(repo: Path, version: str) -> str:
     recipe = Path(repo).name
     if version not in VERSIONS:
         raise ValueError(f"unknown fixture version {version!r}; known: {VERSIONS}")
-    return commit(
-        Path(repo),
-        f"{recipe} {version}",
-        {
-            "compose.yml": compose(recipe, version),
-            f"releaseNotes/{version}.md": NOTES[version],
-        },
-        tag=version,
-    )
+    return release(Path(repo), version, compose(recipe, version), NOTES[version])
 
 
 def make_infra_recipe(recipes_dir: Path, recipe: str, versions: list[str]) -> dict:

@@ -50,13 +50,15 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from support.loopback_http import LoopbackServer
 
 ADMIN_REALM = "master"
 ADMIN_CLIENT = "admin-cli"
@@ -139,7 +141,11 @@ class _Realm:
         return next((u for u in self.users.values() if u["username"] == username), None)
 
 
-class KeycloakDouble:
+#: the admin password of the unit tests' double (the ``kc`` fixture, tests/unit/conftest.py)
+KC_ADMIN_PASSWORD = "double-admin-pw"
+
+
+class KeycloakDouble(LoopbackServer):
     """The server. Use as a context manager or call :meth:`start` / :meth:`stop`."""
 
     def __init__(
@@ -159,8 +165,6 @@ class KeycloakDouble:
         self.realms: dict[str, _Realm] = {}
         self.requests: list[tuple[str, str, int]] = []
         self._failures: list[tuple[int, str | None]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self.port = 0
         master = _Realm(ADMIN_REALM, enabled=True, access_token_lifespan=admin_token_lifetime)
@@ -249,32 +253,11 @@ class KeycloakDouble:
             pass
 
         Handler.double = double
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"keycloak-double-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._listen(Handler, "keycloak-double")
 
     def down(self) -> None:
         """Stop listening and cut open connections: clients see connection refused/reset."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        with self.lock:
-            for conn in list(self._connections):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-            self._connections.clear()
-        self._server = None
-        if self._thread:
-            self._thread.join(timeout=5)
+        self._close()
 
     stop = down
 
@@ -424,6 +407,10 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "KeycloakDouble"
     double: KeycloakDouble
+
+    def _created(self, path: str) -> _Reply:
+        """201 with no body and ``Location: <base>/admin/realms/<path>``, as Keycloak answers."""
+        return _Reply(201, None, {"Location": f"{self.double.base_url}/admin/realms/{path}"})
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -756,7 +743,7 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     realm.access_token_lifespan = self.double.token_lifetime
                 realms[name] = realm
-                raise _Reply(201, None, {"Location": f"{self.double.base_url}/admin/realms/{name}"})
+                raise self._created(name)
             raise _Reply(405, {"error": "HTTP 405 Method Not Allowed"})
         realm = realms.get(rest[0])
         if realm is None:
@@ -816,14 +803,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if client["publicClient"]:
                     client.pop("secret")
                 realm.clients[client["id"]] = client
-                raise _Reply(
-                    201,
-                    None,
-                    {
-                        "Location": f"{self.double.base_url}/admin/realms/"
-                        f"{realm.name}/clients/{client['id']}"
-                    },
-                )
+                raise self._created(f"{realm.name}/clients/{client['id']}")
             raise _Reply(405, {"error": "HTTP 405 Method Not Allowed"})
         client = realm.clients.get(rest[0])
         if client is None:
@@ -934,14 +914,7 @@ class _Handler(BaseHTTPRequestHandler):
                         realm.passwords[user_id] = cred["value"]
                         if cred.get("temporary"):
                             user["requiredActions"].append("UPDATE_PASSWORD")
-                raise _Reply(
-                    201,
-                    None,
-                    {
-                        "Location": f"{self.double.base_url}/admin/realms/"
-                        f"{realm.name}/users/{user_id}"
-                    },
-                )
+                raise self._created(f"{realm.name}/users/{user_id}")
             raise _Reply(405, {"error": "HTTP 405 Method Not Allowed"})
         user = realm.users.get(rest[0])
         if user is None:

@@ -48,7 +48,50 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-class LoopbackDouble:
+class LoopbackServer:
+    """The listening part of every HTTP double (this base, the Keycloak double, the alert
+    receiver): a server on loopback in a daemon thread, restartable on the port the kernel
+    chose first. A user keeps ``host``, ``port``, ``lock`` and ``_connections`` (the open
+    sockets its request handler registers, cut by :meth:`_close`)."""
+
+    host = "127.0.0.1"
+    port = 0
+    lock: threading.RLock
+    _connections: set[socket.socket]
+    _server: _Server | None = None
+    _thread: threading.Thread | None = None
+
+    def _listen(self, handler: type[BaseHTTPRequestHandler], name: str) -> None:
+        if self._server is not None:
+            return
+        self._server = _Server((self.host, self.port), handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{name}-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _close(self) -> None:
+        """Stop listening and cut open connections: clients see refused/reset."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        with self.lock:
+            for conn in list(self._connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            self._connections.clear()
+        self._server = None
+        if self._thread:
+            self._thread.join(timeout=5)
+        self._thread = None
+
+
+class LoopbackDouble(LoopbackServer):
     """Subclasses implement :meth:`handle`; see the module docstring."""
 
     name = "double"
@@ -59,8 +102,6 @@ class LoopbackDouble:
         self.lock = threading.RLock()
         self.exchanges: list[Exchange] = []
         self._fail: list[tuple[int, str]] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
 
     # -- the knobs ------------------------------------------------------------------
@@ -157,28 +198,12 @@ class LoopbackDouble:
         return Handler
 
     def start(self):
-        if self._server is not None:
-            return self
-        self._server = _Server((self.host, self.port), self._handler())
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._listen(self._handler(), self.name)
         return self
 
     def stop(self) -> None:
         """Stop listening and cut open connections: clients see refused/reset."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        with self.lock:
-            for conn in list(self._connections):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-            self._connections.clear()
-        self._server = None
-        if self._thread:
-            self._thread.join(timeout=5)
+        self._close()
 
     up = start
     down = stop

@@ -25,6 +25,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import yaml
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "ccci examples",
     "GIT_AUTHOR_EMAIL": "examples@ccci.invalid",
@@ -67,6 +69,36 @@ def init_repo(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     git(path, "init", "-q", "-b", "main")
     return path
+
+
+def release(repo: Path, version: str, compose: str, notes: str, files: dict | None = None) -> str:
+    """Commit a release the way recipes do: its ``compose.yml`` and ``releaseNotes/<tag>.md``
+    (plus ``files``), message ``<recipe> <version>``, annotated tag ``version``."""
+    release_files = {"compose.yml": compose, f"releaseNotes/{version}.md": notes}
+    return commit(repo, f"{repo.name} {version}", {**(files or {}), **release_files}, tag=version)
+
+
+def make_recipe(
+    path: Path, files: dict[str, str], releases: dict[str, tuple[str, str]]
+) -> tuple[Path, dict[str, str]]:
+    """A new recipe repository at ``path`` (named after its folder): ``files`` and then each
+    release ``{version: (compose.yml, release notes)}``, oldest first, committed and tagged.
+    Returns the repository and ``{version: commit}``."""
+    repo = init_repo(Path(path))
+    tags: dict[str, str] = {}
+    for version, (compose, notes) in releases.items():
+        tags[version] = release(repo, version, compose, notes, {} if tags else files)
+    return repo, tags
+
+
+def external_secret(name: str) -> dict:
+    """The top-level compose entry of a versioned secret the way abra names it."""
+    stack_name = "${STACK_NAME}"
+    return {"external": True, "name": f"{stack_name}_{name}_${{SECRET_{name.upper()}_VERSION}}"}
+
+
+def dump_compose(doc: dict) -> str:
+    return "---\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
 # --- example (a): custom-html ---------------------------------------------------------
@@ -164,7 +196,6 @@ export ENTRYPOINT_VERSION=v1
 
 
 def make_custom_html(path: Path) -> dict:
-    repo = init_repo(path)
     base = {
         ".env.sample": HTML_ENV,
         "abra.sh": HTML_ABRA_SH,
@@ -172,24 +203,13 @@ def make_custom_html(path: Path) -> dict:
         "compose.ci.yml": CI_OVERLAY,
         "README.md": "# custom-html\n\nA static site served from one volume.\n",
     }
-    c1 = commit(
-        repo,
-        "custom-html 1.0.0+1.28",
+    repo, tags = make_recipe(
+        path,
+        base,
         {
-            **base,
-            "compose.yml": html_compose("ccci/web:1.28", "1.0.0+1.28"),
-            "releaseNotes/1.0.0+1.28.md": "First release.\n",
+            "1.0.0+1.28": (html_compose("ccci/web:1.28", "1.0.0+1.28"), "First release.\n"),
+            "1.1.0+1.29": (html_compose("ccci/web:1.29", "1.1.0+1.29"), "Upgrade to web 1.29.\n"),
         },
-        tag="1.0.0+1.28",
-    )
-    c2 = commit(
-        repo,
-        "custom-html 1.1.0+1.29",
-        {
-            "compose.yml": html_compose("ccci/web:1.29", "1.1.0+1.29"),
-            "releaseNotes/1.1.0+1.29.md": "Upgrade to web 1.29.\n",
-        },
-        tag="1.1.0+1.29",
     )
     git(repo, "checkout", "-q", "-b", "broken")
     bad = commit(
@@ -201,7 +221,7 @@ def make_custom_html(path: Path) -> dict:
     return {
         "name": "custom-html",
         "path": str(repo),
-        "tags": {"1.0.0+1.28": c1, "1.1.0+1.29": c2},
+        "tags": tags,
         "latest": "1.1.0+1.29",
         "previous": "1.0.0+1.28",
         "broken_ref": bad,
@@ -312,7 +332,6 @@ export DB_ENTRYPOINT_VERSION=v2
 
 
 def make_notes(path: Path) -> dict:
-    repo = init_repo(path)
     base = {
         ".env.sample": NOTES_ENV,
         "abra.sh": NOTES_ABRA_SH,
@@ -321,29 +340,21 @@ def make_notes(path: Path) -> dict:
         "compose.ci.yml": CI_OVERLAY,
         "README.md": "# notes\n\nA web front and a db, two volumes.\n",
     }
-    c1 = commit(
-        repo,
-        "notes 1.0.0+2.0",
+    repo, tags = make_recipe(
+        path,
+        base,
         {
-            **base,
-            "compose.yml": notes_compose("ccci/web:2.0", "1.0.0+2.0"),
-            "releaseNotes/1.0.0+2.0.md": "First release.\n",
+            "1.0.0+2.0": (notes_compose("ccci/web:2.0", "1.0.0+2.0"), "First release.\n"),
+            "1.1.0+2.1": (
+                notes_compose("ccci/web:2.1", "1.1.0+2.1"),
+                "Web 2.1; the db cache is now tunable.\n",
+            ),
         },
-        tag="1.0.0+2.0",
-    )
-    c2 = commit(
-        repo,
-        "notes 1.1.0+2.1",
-        {
-            "compose.yml": notes_compose("ccci/web:2.1", "1.1.0+2.1"),
-            "releaseNotes/1.1.0+2.1.md": "Web 2.1; the db cache is now tunable.\n",
-        },
-        tag="1.1.0+2.1",
     )
     return {
         "name": "notes",
         "path": str(repo),
-        "tags": {"1.0.0+2.0": c1, "1.1.0+2.1": c2},
+        "tags": tags,
         "latest": "1.1.0+2.1",
         "previous": "1.0.0+2.0",
         "volumes": ["content", "data"],

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support.recipes import commit, init_repo
+import yaml
+
+from support.recipes import HTML_ABRA_SH, dump_compose, external_secret, html_compose, make_recipe
 
 NAME = "sso-site"
 
@@ -49,57 +51,14 @@ exec httpd -f -p 80 -h /var/www
 
 
 def compose(image: str, version: str) -> str:
-    return f"""\
----
-version: "3.8"
-
-services:
-  app:
-    image: {image}
-    entrypoint: ["/bin/sh", "/docker-entrypoint.sh"]
-    # busybox httpd and sh ignore SIGTERM: do not wait 10 s for each stop.
-    stop_grace_period: 1s
-    environment:
-      - DOMAIN
-      - OIDC_ISSUER
-      - OIDC_CLIENT_ID
-    secrets:
-      - oidc_client_secret
-    volumes:
-      - content:/var/www
-    configs:
-      - source: entrypoint
-        target: /docker-entrypoint.sh
-        mode: 0555
-    healthcheck:
-      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/index.html"]
-      interval: 2s
-      timeout: 2s
-      retries: 5
-      start_period: 2s
-    deploy:
-      restart_policy:
-        condition: on-failure
-        max_attempts: 3
-      labels:
-        - "traefik.enable=true"
-        - "traefik.http.routers.${{STACK_NAME}}.rule=Host(`${{DOMAIN}}`)"
-        - "traefik.http.services.${{STACK_NAME}}.loadbalancer.server.port=80"
-        - "coop-cloud.${{STACK_NAME}}.version={version}"
-
-secrets:
-  oidc_client_secret:
-    external: true
-    name: ${{STACK_NAME}}_oidc_client_secret_${{SECRET_OIDC_CLIENT_SECRET_VERSION}}
-
-configs:
-  entrypoint:
-    name: ${{STACK_NAME}}_entrypoint_${{ENTRYPOINT_VERSION}}
-    file: entrypoint.sh
-
-volumes:
-  content:
-"""
+    """custom-html's compose file (same entrypoint config, volume, healthcheck and labels)
+    with what the login needs: the provider's env and the client secret."""
+    doc = yaml.safe_load(html_compose(image, version))
+    app = doc["services"]["app"]
+    app["environment"] += ["OIDC_ISSUER", "OIDC_CLIENT_ID"]
+    app["secrets"] = ["oidc_client_secret"]
+    doc["secrets"] = {"oidc_client_secret": external_secret("oidc_client_secret")}
+    return dump_compose(doc)
 
 
 ENV_SAMPLE = """\
@@ -119,11 +78,6 @@ OIDC_CLIENT_ID=sso-site
 SECRET_OIDC_CLIENT_SECRET_VERSION=v1  # generate=false
 """
 
-ABRA_SH = """\
-# Versions of the configs: bump when the file changes so swarm makes a new config.
-export ENTRYPOINT_VERSION=v1
-"""
-
 README = """\
 # sso-site
 
@@ -135,36 +89,24 @@ it serves what it was given at `/oidc.json`.
 
 def make_sso_site(path: Path) -> dict:
     """Create the ``sso-site`` recipe at ``path`` (a new git repository) and describe it."""
-    repo = init_repo(Path(path))
     base = {
         ".env.sample": ENV_SAMPLE,
-        "abra.sh": ABRA_SH,
+        "abra.sh": HTML_ABRA_SH,
         "entrypoint.sh": ENTRYPOINT,
         "README.md": README,
     }
-    c1 = commit(
-        repo,
-        "sso-site 1.0.0+1.0",
+    repo, tags = make_recipe(
+        path,
+        base,
         {
-            **base,
-            "compose.yml": compose("ccci/web:1.27", "1.0.0+1.0"),
-            "releaseNotes/1.0.0+1.0.md": "First release.\n",
+            "1.0.0+1.0": (compose("ccci/web:1.27", "1.0.0+1.0"), "First release.\n"),
+            "1.1.0+1.1": (compose("ccci/web:1.28", "1.1.0+1.1"), "Web 1.28.\n"),
         },
-        tag="1.0.0+1.0",
-    )
-    c2 = commit(
-        repo,
-        "sso-site 1.1.0+1.1",
-        {
-            "compose.yml": compose("ccci/web:1.28", "1.1.0+1.1"),
-            "releaseNotes/1.1.0+1.1.md": "Web 1.28.\n",
-        },
-        tag="1.1.0+1.1",
     )
     return {
         "name": NAME,
         "path": str(repo),
-        "tags": {"1.0.0+1.0": c1, "1.1.0+1.1": c2},
+        "tags": tags,
         "latest": "1.1.0+1.1",
         "previous": "1.0.0+1.0",
         "volumes": [],

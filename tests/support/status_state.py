@@ -4,6 +4,7 @@ collection's own stores (registry, run records, alerts, lock): what the page mus
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import AlertStore
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import AppLock
@@ -22,6 +23,17 @@ RUNS = (
     ("a0a004", "cold", "notes", "2026-01-01T03:00:00Z", "2026-01-01T03:12:00Z", "fail"),
 )
 RUNNING = ("a0a005", "quick", "notes", "2026-01-01T11:00:00Z")
+
+
+def catalog(tmp_path: Path, recipes: dict[str, bool]) -> Path:
+    """A catalog under ``tmp_path`` with one ``recipe.yml`` a recipe, ``{name: enrolled}``."""
+    root = tmp_path / "catalog"
+    for name, enrolled in recipes.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "recipe.yml").write_text(
+            f"recipe: {name}\nwarm_canonical: {'true' if enrolled else 'false'}\n"
+        )
+    return root
 
 
 def build(state_dir: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from ansible.module_utils import _internal as ansible_internal
 from ansible.module_utils.common import warnings as ansible_warnings
+from support.keycloak_double import KC_ADMIN_PASSWORD, KeycloakDouble
 
 
 @pytest.fixture(autouse=True)
@@ -21,3 +22,10 @@ def _module_side_of_ansible(monkeypatch):
     ansible_warnings._global_warnings.clear()
     ansible_warnings._global_deprecations.clear()
     yield
+
+
+@pytest.fixture
+def kc():
+    """A Keycloak double on loopback whose admin password is ``KC_ADMIN_PASSWORD``."""
+    with KeycloakDouble(admin_password=KC_ADMIN_PASSWORD) as double:
+        yield double

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.fake_canonical_engine import NODE_ID, FakeDriver, FakeEngine
+from support.fake_canonical_engine import NODE_ID, FakeDriver, FakeEngine, corrupt_snapshot
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _driver
 from ansible_collections.coopcloud.ci.plugins.module_utils._canonical import (
@@ -167,10 +167,7 @@ def test_seeded_installs_the_snapshot_into_new_volumes(canonical, state_dir, tmp
 
 def test_seeding_from_a_corrupt_snapshot_creates_no_volume(canonical, state_dir, tmp_path, engine):
     take(state_dir, tmp_path, "<h1>known good</h1>\n")
-    archive = state_dir / RECIPE / "snapshot" / "content.tar"
-    data = bytearray(archive.read_bytes())
-    data[600] ^= 0x01
-    archive.write_bytes(bytes(data))
+    archive = corrupt_snapshot(state_dir, RECIPE)
     with pytest.raises(CorruptSnapshotError, match=str(archive)):
         canonical.seeded("aaaaaa")
     # Verified before anything is created: no empty volume is left behind.
@@ -267,10 +264,7 @@ def test_corrupt_archive_leaves_status_restoring_and_data_untouched(
 ):
     mount = mount_of(engine)
     (mount / "index.html").write_text("changed\n")
-    archive = state_dir / RECIPE / "snapshot" / "content.tar"
-    data = bytearray(archive.read_bytes())
-    data[600] ^= 0x01
-    archive.write_bytes(bytes(data))
+    archive = corrupt_snapshot(state_dir, RECIPE)
     with pytest.raises(CorruptSnapshotError, match=str(archive)):
         canonical.idle("aaaaab")
     assert (mount / "index.html").read_text() == "changed\n"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pytest
-from ansible.module_utils.testing import patch_module_args
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.modules import catalog_entry
 
@@ -14,9 +12,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "catalog"
 
 
 def run(args: dict, capsys) -> tuple[int, dict]:
-    with patch_module_args(args), pytest.raises(SystemExit) as exc:
-        catalog_entry.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(catalog_entry, args, capsys)
 
 
 def write_entry(catalog: Path, recipe: str, text: str) -> None:

@@ -6,10 +6,10 @@ import datetime
 import json
 import os
 import socket
-import subprocess
 
 import pytest
 from support.fake_docker import FakeAPI, FakeClient
+from support.fixtures import dead_pid
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _coldruns as cr
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import process_start
@@ -175,12 +175,6 @@ def _record(state_dir, run_id, recipe="custom-html", *, pid, host=HOST, finished
     return rec
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
-
 def _write_lock(state_dir, recipe, run_id, pid, start):
     folder = state_dir / recipe
     folder.mkdir(parents=True, exist_ok=True)
@@ -231,7 +225,7 @@ def test_running_record_with_live_pid_is_alive(tmp_path):
 
 
 def test_running_record_with_dead_pid_is_dead(tmp_path):
-    _record(tmp_path, "a1b2c3", pid=_dead_pid())
+    _record(tmp_path, "a1b2c3", pid=dead_pid())
     run = _one(_old_run(), tmp_path)
     assert not run.alive and "process is gone" in run.reason
 
@@ -269,7 +263,7 @@ def test_held_lock_keeps_it_alive(tmp_path):
 
 
 def test_stale_lock_does_not(tmp_path):
-    _write_lock(tmp_path, "custom-html", "a1b2c3", _dead_pid(), 1)
+    _write_lock(tmp_path, "custom-html", "a1b2c3", dead_pid(), 1)
     assert not _one(_old_run(), tmp_path).alive
 
 

@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from support.fake_docker import FakeAPI, FakeClient
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _disk as d
 from ansible_collections.coopcloud.ci.plugins.modules import disk_guard
@@ -434,12 +434,7 @@ def test_guard_in_check_mode_predicts_from_the_candidates(tmp_path):
 
 def _run_main(monkeypatch, capsys, api, args, check=False):
     monkeypatch.setattr(disk_guard, "docker_client", lambda *_: FakeClient(api))
-    if check:
-        args = {**args, "_ansible_check_mode": True}
-    with patch_module_args(args), pytest.raises(SystemExit) as exit_:
-        disk_guard.main()
-    out = json.loads(capsys.readouterr().out)
-    return exit_.value.code, out
+    return run_main(disk_guard, args, capsys, check=check)
 
 
 def test_main_ok(monkeypatch, capsys, tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from support.http_receiver import HttpReceiver
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._forge import (
     ForgeClient,
@@ -139,9 +139,7 @@ def test_bad_settings_are_refused_before_anything_is_sent(args, message):
 
 
 def run(args: dict, capsys) -> tuple[int, dict]:
-    with patch_module_args(args), pytest.raises(SystemExit) as exc:
-        forge_report.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(forge_report, args, capsys)
 
 
 def test_module_check_real_token_from_env_and_forge_down(forge, capsys, monkeypatch):

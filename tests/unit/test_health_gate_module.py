@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime
-import json
 from types import SimpleNamespace
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from support.health_servers import ScriptedServer
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _health
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
@@ -24,11 +23,7 @@ STACK = "html-5f3a2c_ci_example_org"
 
 
 def run(args: dict, capsys, check: bool = False) -> tuple[int, dict]:
-    if check:
-        args = {**args, "_ansible_check_mode": True}
-    with patch_module_args(args), pytest.raises(SystemExit) as exc:
-        health_gate.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(health_gate, args, capsys, check=check)
 
 
 def a_stack(task_state: str, error: str = "", health: str | None = None) -> StackState:

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from support.keycloak_double import KeycloakDouble, decode_unverified
+from support.keycloak_double import KC_ADMIN_PASSWORD, KeycloakDouble, decode_unverified
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import (
     KeycloakAdmin,
@@ -22,13 +22,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak_realms impo
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
 
-ADMIN_PASSWORD = "double-admin-pw"
-
-
-@pytest.fixture
-def kc():
-    with KeycloakDouble(admin_password=ADMIN_PASSWORD) as double:
-        yield double
+ADMIN_PASSWORD = KC_ADMIN_PASSWORD
 
 
 def admin_for(kc: KeycloakDouble, **kwargs) -> KeycloakAdmin:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
-from support.keycloak_double import KeycloakDouble, decode_unverified
+from support.keycloak_double import KC_ADMIN_PASSWORD, KeycloakDouble, decode_unverified
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import (
     KeycloakAdmin,
@@ -15,13 +15,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._keycloak import (
 )
 from ansible_collections.coopcloud.ci.plugins.modules import keycloak_realm
 
-PASSWORD = "module-admin-pw"
-
-
-@pytest.fixture
-def kc():
-    with KeycloakDouble(admin_password=PASSWORD) as double:
-        yield double
+PASSWORD = KC_ADMIN_PASSWORD
 
 
 @pytest.fixture
@@ -31,11 +25,7 @@ def run(capsys, kc):
         args.setdefault("admin_password", PASSWORD)
         args.setdefault("retries", 1)
         args = {k: v for k, v in args.items() if v is not None}  # None: leave the option out
-        args["_ansible_check_mode"] = check
-        args["_ansible_diff"] = diff
-        with patch_module_args(args), pytest.raises(SystemExit):
-            keycloak_realm.main()
-        return json.loads(capsys.readouterr().out)
+        return run_main(keycloak_realm, args, capsys, check=check, diff=diff)[1]
 
     return _run
 
@@ -104,14 +94,15 @@ def test_check_mode_predicts_exactly_and_writes_nothing(run, kc, unique):
 
 
 def test_given_secrets_are_used_and_masked_in_the_result(run, kc, unique):
-    result = run(
-        recipe="notes",
-        run_id=unique,
-        client_id="web",
-        username="Tester",
-        client_secret="given-client-secret-1",
-        user_password="given-user-password-1",
-    )
+    given = {
+        "recipe": "notes",
+        "run_id": unique,
+        "client_id": "web",
+        "username": "Tester",
+        "client_secret": "given-client-secret-1",
+        "user_password": "given-user-password-1",
+    }
+    result = run(**given)
     assert result["changed"] is True and result["client_id"] == "web"
     assert result["username"] == "tester"  # as Keycloak stores it
     masked = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
@@ -120,23 +111,9 @@ def test_given_secrets_are_used_and_masked_in_the_result(run, kc, unique):
     assert realm.client_by_client_id("web")["secret"] == "given-client-secret-1"
     assert realm.passwords[realm.user_by_username("tester")["id"]] == "given-user-password-1"
     assert "given-" not in json.dumps(result)
-    again = run(
-        recipe="notes",
-        run_id=unique,
-        client_id="web",
-        username="Tester",
-        client_secret="given-client-secret-1",
-        user_password="given-user-password-1",
-    )
+    again = run(**given)
     assert again["changed"] is False
-    rotated = run(
-        recipe="notes",
-        run_id=unique,
-        client_id="web",
-        username="Tester",
-        client_secret="given-client-secret-2",
-        user_password="given-user-password-1",
-    )
+    rotated = run(**{**given, "client_secret": "given-client-secret-2"})
     assert rotated["actions"] == ["update client secret"]
     assert realm.client_by_client_id("web")["secret"] == "given-client-secret-2"
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.fixtures import dead_pid, lock_owner
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _lock
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import (
@@ -26,25 +27,9 @@ ME = os.getpid()
 COLLECTIONS = str(Path(__file__).resolve().parents[2] / "collections")
 
 
-def dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
-
 def plant(lock: AppLock, **fields) -> dict:
     """Write an owner record straight into the lock file, as another run would have."""
-    record = {
-        "recipe": lock.recipe,
-        "run_id": "0000aa",
-        "pid": ME,
-        "start": _lock.process_start(ME),
-        "boot_id": _lock.boot_id(),
-        "host": _lock.host_name(),
-        "since": "2026-01-01T00:00:00Z",
-        "play": "quick.yml",
-    }
-    record.update(fields)
+    record = lock_owner(recipe=lock.recipe, play="quick.yml", **fields)
     os.makedirs(lock.directory, exist_ok=True)
     Path(lock.path).write_text(json.dumps(record))
     return record

@@ -8,18 +8,15 @@ each module that needs a third-party SDK, run with that SDK hidden.
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support.modules import run_main
 
 
 def run(name: str, args: dict, capsys) -> tuple[int, dict]:
     module = importlib.import_module(f"ansible_collections.coopcloud.ci.plugins.modules.{name}")
-    with patch_module_args(args), pytest.raises(SystemExit) as exc:
-        module.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(module, args, capsys)
 
 
 @pytest.fixture

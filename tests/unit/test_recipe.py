@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -280,44 +281,19 @@ def test_fetch_of_a_pull_request_head_from_a_fork(upstream, tmp_path):
             repo.fetch(extra_ref=hostile)
 
 
-def test_fetch_is_serialized_by_a_lock(upstream):
-    repo = RecipeRepo(str(upstream["recipes_dir"]), "app")
-    lock_path = os.path.join(repo.git_dir, _recipe.LOCK_NAME)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    finished = threading.Event()
-    errors = []
-
-    def run():
-        try:
-            repo.fetch()
-        except Exception as exc:
-            errors.append(exc)
-        finished.set()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        assert not finished.wait(1.0), "fetch ran while another holder had the lock"
-    finally:
-        os.close(fd)
-    assert finished.wait(30)
-    thread.join()
-    assert errors == []
-
-
-def test_checkout_waits_for_a_running_fetch(upstream, tmp_path):
-    """A clone holds the lock shared: it never reads a repository mid-fetch."""
-    repo = RecipeRepo(str(upstream["recipes_dir"]), "app")
-    lock_path = os.path.join(repo.git_dir, _recipe.LOCK_NAME)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+@contextlib.contextmanager
+def behind_a_fetch(repo: RecipeRepo, action):
+    """Hold ``repo``'s lock as fetch() does while ``action`` starts in a thread; yields the
+    event set when the action has ended. On leaving: the lock is given back, and the
+    action must then end without an error."""
+    fd = os.open(os.path.join(repo.git_dir, _recipe.LOCK_NAME), os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # what fetch() holds
     finished = threading.Event()
     errors = []
 
     def run():
         try:
-            repo.checkout(upstream["c2"], str(tmp_path / "waiting"))
+            action()
         except Exception as exc:
             errors.append(exc)
         finished.set()
@@ -325,14 +301,28 @@ def test_checkout_waits_for_a_running_fetch(upstream, tmp_path):
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        assert not finished.wait(0.5), "checkout cloned while a fetch held the lock"
-        assert not (tmp_path / "waiting").exists()
+        yield finished
     finally:
         os.close(fd)
     assert finished.wait(30)
     thread.join()
     assert errors == []
-    assert git(tmp_path / "waiting", "rev-parse", "HEAD") == upstream["c2"]
+
+
+def test_fetch_is_serialized_by_a_lock(upstream):
+    repo = RecipeRepo(str(upstream["recipes_dir"]), "app")
+    with behind_a_fetch(repo, repo.fetch) as finished:
+        assert not finished.wait(1.0), "fetch ran while another holder had the lock"
+
+
+def test_checkout_waits_for_a_running_fetch(upstream, tmp_path):
+    """A clone holds the lock shared: it never reads a repository mid-fetch."""
+    repo = RecipeRepo(str(upstream["recipes_dir"]), "app")
+    clone = tmp_path / "waiting"
+    with behind_a_fetch(repo, lambda: repo.checkout(upstream["c2"], str(clone))) as finished:
+        assert not finished.wait(0.5), "checkout cloned while a fetch held the lock"
+        assert not clone.exists()
+    assert git(clone, "rev-parse", "HEAD") == upstream["c2"]
 
 
 def test_concurrent_fetches_all_succeed(upstream):

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _app
 from ansible_collections.coopcloud.ci.plugins.module_utils._driver import Driver, DriverError
@@ -105,11 +105,7 @@ def run(capsys, examples, driver, tmp_path):
         if args.get("state", "deployed") == "deployed":
             args.setdefault("recipe", "custom-html")
             args.setdefault("recipes_dir", str(Path(examples["custom-html"]["path"]).parent))
-        args["_ansible_check_mode"] = check
-        args["_ansible_diff"] = diff
-        with patch_module_args(args), pytest.raises(SystemExit):
-            recipe_app.main()
-        return json.loads(capsys.readouterr().out)
+        return run_main(recipe_app, args, capsys, check=check, diff=diff)[1]
 
     return _run
 

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.modules import recipe_ref
 
 
 def run(args: dict, capsys, check: bool = False) -> tuple[int, dict]:
-    if check:
-        args = {**args, "_ansible_check_mode": True}
-    with patch_module_args(args), pytest.raises(SystemExit) as exc:
-        recipe_ref.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(recipe_ref, args, capsys, check=check)
 
 
 def base(examples_root, **extra):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support.modules import run_main
 from support.recipes import commit, git, init_repo
 
 from ansible_collections.coopcloud.ci.plugins.modules import release_gate
@@ -39,9 +38,7 @@ def recipes(tmp_path) -> dict:
 
 
 def run(args: dict, capsys) -> tuple[int, dict]:
-    with patch_module_args(args), pytest.raises(SystemExit) as exc:
-        release_gate.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(release_gate, args, capsys)
 
 
 def base(recipes, **kw) -> dict:

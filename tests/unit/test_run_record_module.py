@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.modules import run_record
 
@@ -15,9 +15,7 @@ RUN = "c0ffee"
 
 
 def run(args: dict, capsys) -> tuple[int, dict]:
-    with patch_module_args(args), pytest.raises(SystemExit) as exc:
-        run_record.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(run_record, args, capsys)
 
 
 def record_file(state_dir: Path) -> Path:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support import modules
+from support.fixtures import dead_pid
+from support.status_state import catalog
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _status
 from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import AlertStore
@@ -22,16 +22,6 @@ from ansible_collections.coopcloud.ci.plugins.modules import warm_status
 COMMIT = "2a927ef4fd1d5b0c7a3e9f6d1c2b3a4f5e6d7c8b"
 
 
-def catalog(tmp_path, recipes: dict[str, bool]):
-    root = tmp_path / "catalog"
-    for name, enrolled in recipes.items():
-        (root / name).mkdir(parents=True)
-        (root / name / "recipe.yml").write_text(
-            f"recipe: {name}\nwarm_canonical: {'true' if enrolled else 'false'}\n"
-        )
-    return root
-
-
 def seed(state_dir, recipe, tmp_path, data=b"hello"):
     """A real snapshot of a small tree and a registry that records it."""
     volume = tmp_path / f"vol-{recipe}"
@@ -42,20 +32,6 @@ def seed(state_dir, recipe, tmp_path, data=b"hello"):
     return Registry(str(state_dir), recipe).seed(
         f"warm-{recipe}.ci.test", "1.1.0+1.29", COMMIT, "7a0f13", store.manifest_digest()
     )
-
-
-@pytest.fixture
-def sleeper():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 # ------------------------------------------------------------------------------ order
@@ -231,9 +207,7 @@ def test_table_is_fixed_width():
 
 
 def run_main(args, capsys):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        warm_status.main()
-    return json.loads(capsys.readouterr().out)
+    return modules.run_main(warm_status, args, capsys)[1]
 
 
 def test_module_reads_only_and_works_in_check_mode(state_dir, tmp_path, capsys, monkeypatch):

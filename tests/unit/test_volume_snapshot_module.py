@@ -1,7 +1,7 @@
 """volume_snapshot's main(): every state, check mode, diff, idempotence and refusals.
 
-Only the Docker engine is a stand-in (:class:`FakeEngine`, answering the few API calls
-the module makes); the volumes are real directories and the snapshots real archives.
+Only the Docker engine is a stand-in (support's :class:`FakeEngine`, answering the few API
+calls the module makes); the volumes are real directories and the snapshots real archives.
 """
 
 from __future__ import annotations
@@ -11,87 +11,16 @@ import os
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support.fake_canonical_engine import FakeEngine
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import tree_digest
+from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import NAMESPACE_LABEL
 from ansible_collections.coopcloud.ci.plugins.modules import volume_snapshot
 
 DOMAIN = "app.example.org"
 STACK = "app_example_org"
-LABEL = f"com.docker.stack.namespace={STACK}"
-
-
-class FakeVolume:
-    def __init__(self, attrs):
-        self.attrs = attrs
-
-
-class FakeAPI:
-    """The low-level engine calls (``client.api``) the module makes."""
-
-    def __init__(self) -> None:
-        self.volume_list: dict[str, dict] = {}
-        self.service_list: list[dict] = []
-        self.containers_by_volume: dict[str, list[str]] = {}
-
-    @staticmethod
-    def _matches(labels: dict, filters: dict | None) -> bool:
-        want = (filters or {}).get("label")
-        if not want:
-            return True
-        key, _, value = want.partition("=")
-        return labels.get(key) == value
-
-    def services(self, filters=None):
-        return [s for s in self.service_list if self._matches(s["Spec"]["Labels"], filters)]
-
-    def tasks(self, filters=None):
-        return []
-
-    def networks(self, filters=None):
-        return []
-
-    def secrets(self, filters=None):
-        return []
-
-    def configs(self, filters=None):
-        return []
-
-    def containers(self, all=False, filters=None):
-        if filters and "volume" in filters:
-            return [{"Id": c} for c in self.containers_by_volume.get(filters["volume"], [])]
-        return []
-
-    def volumes(self, filters=None):
-        found = [v for v in self.volume_list.values() if self._matches(v["Labels"], filters)]
-        return {"Volumes": found}
-
-
-class FakeEngine:
-    """``docker.DockerClient`` as far as volume_snapshot uses it."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.api = FakeAPI()
-        self.volumes = self  # client.volumes.create(...)
-
-    def info(self):
-        return {"Name": "node-1"}
-
-    def create(self, name, driver, labels):
-        assert driver == "local"
-        mount = self.root / name / "_data"
-        mount.mkdir(parents=True)
-        self.add(name, mount, labels)
-        return FakeVolume(self.api.volume_list[name])
-
-    def add(self, name: str, mount: Path | str, labels: dict | None = None) -> None:
-        self.api.volume_list[name] = {
-            "Name": name,
-            "Mountpoint": str(mount),
-            "Driver": "local",
-            "Labels": labels if labels is not None else {"com.docker.stack.namespace": STACK},
-        }
+LABEL = f"{NAMESPACE_LABEL}={STACK}"
 
 
 @pytest.fixture
@@ -108,15 +37,12 @@ def volume(engine, tmp_path) -> Path:
     (mount / "index.html").write_text("<h1>hi</h1>\n")
     (mount / "sub").mkdir()
     (mount / "sub" / "marker").write_text("marker\n")
-    engine.add(f"{STACK}_content", mount)
+    engine.add_volume(f"{STACK}_content", mount, {NAMESPACE_LABEL: STACK})
     return mount
 
 
 def run(args: dict, capsys, check: bool = False, diff: bool = False) -> tuple[int, dict]:
-    extra = {"_ansible_check_mode": check, "_ansible_diff": diff}
-    with patch_module_args({**args, **extra}), pytest.raises(SystemExit) as exc:
-        volume_snapshot.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(volume_snapshot, args, capsys, check=check, diff=diff)
 
 
 def base(state_dir: Path, **more) -> dict:
@@ -220,7 +146,7 @@ def test_refused_while_a_stopped_container_mounts_the_volume(volume, engine, sta
 
 
 def test_volume_on_another_node_asks_for_delegate_to(engine, state_dir, capsys):
-    engine.add(f"{STACK}_content", "/nonexistent/elsewhere/_data")
+    engine.add_volume(f"{STACK}_content", "/nonexistent/elsewhere/_data", {NAMESPACE_LABEL: STACK})
     rc, out = run(base(state_dir, state="present"), capsys)
     assert rc == 1
     assert "is not on this machine: run the task on that node (delegate_to)" in out["msg"]

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from support.fixtures import free_port
 from support.http_receiver import HttpReceiver
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import AlertStore
 from ansible_collections.coopcloud.ci.plugins.modules import warm_alert
@@ -25,9 +25,7 @@ ROLLBACK = {
 
 
 def run(args: dict, capsys) -> tuple[int, dict]:
-    with patch_module_args(args), pytest.raises(SystemExit) as exc:
-        warm_alert.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(warm_alert, args, capsys)
 
 
 def alert_files(state_dir: Path) -> list[str]:

@@ -10,8 +10,8 @@ import json
 import os
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
-from support.fake_canonical_engine import FakeDriver, FakeEngine
+from support.fake_canonical_engine import FakeDriver, FakeEngine, corrupt_snapshot
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotStore
 from ansible_collections.coopcloud.ci.plugins.modules import warm_canonical
@@ -27,10 +27,7 @@ def engine(tmp_path, monkeypatch) -> FakeEngine:
 
 
 def run(args: dict, capsys, check: bool = False, diff: bool = False) -> tuple[int, dict]:
-    extra = {"_ansible_check_mode": check, "_ansible_diff": diff}
-    with patch_module_args({"recipe": RECIPE, **args, **extra}), pytest.raises(SystemExit) as exc:
-        warm_canonical.main()
-    return exc.value.code, json.loads(capsys.readouterr().out)
+    return run_main(warm_canonical, {"recipe": RECIPE, **args}, capsys, check=check, diff=diff)
 
 
 def snapshot(state_dir, tmp_path) -> None:
@@ -106,10 +103,7 @@ def test_failure_midway_reports_what_was_done(engine, state_dir, tmp_path, capsy
     mount = engine.api.volume_list["warm-custom-html_example_org_content"]["Mountpoint"]
     with open(os.path.join(mount, "index.html"), "w") as handle:
         handle.write("changed\n")
-    archive = state_dir / RECIPE / "snapshot" / "content.tar"
-    data = bytearray(archive.read_bytes())
-    data[600] ^= 0x01
-    archive.write_bytes(bytes(data))
+    archive = corrupt_snapshot(state_dir, RECIPE)
     rc, out = run({"state": "idle", **base}, capsys)
     assert rc == 1 and out["changed"] is True
     assert out["actions"] == ["status restoring"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from support.fixtures import dead_pid, lock_owner
+from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _lock
 from ansible_collections.coopcloud.ci.plugins.modules import warm_lock
@@ -22,11 +22,7 @@ def run(capsys, state_dir):
     def _run(check: bool = False, diff: bool = False, **args) -> dict:
         args.setdefault("recipe", "custom-html")
         args.setdefault("state_dir", str(state_dir))
-        args["_ansible_check_mode"] = check
-        args["_ansible_diff"] = diff
-        with patch_module_args(args), pytest.raises(SystemExit):
-            warm_lock.main()
-        return json.loads(capsys.readouterr().out)
+        return run_main(warm_lock, args, capsys, check=check, diff=diff)[1]
 
     return _run
 
@@ -36,15 +32,7 @@ def lock_path(state_dir) -> Path:
 
 
 def plant(state_dir, **fields) -> dict:
-    record = {
-        "run_id": "0000aa",
-        "pid": ME,
-        "start": _lock.process_start(ME),
-        "boot_id": _lock.boot_id(),
-        "host": _lock.host_name(),
-        "since": "2026-01-01T00:00:00Z",
-    }
-    record.update(fields)
+    record = lock_owner(**fields)
     lock_path(state_dir).parent.mkdir(exist_ok=True)
     lock_path(state_dir).write_text(json.dumps(record))
     return record
@@ -53,12 +41,6 @@ def plant(state_dir, **fields) -> dict:
 def warnings(result: dict) -> list[str]:
     """Warning texts (ansible-core 2.19 modules return them as structured summaries)."""
     return [w["event"]["msg"] if isinstance(w, dict) else w for w in result.get("warnings", [])]
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
 
 
 def test_acquire_then_again_is_ok(run, state_dir):
