@@ -18,6 +18,10 @@ from support.ansible import ROOT
 BIN = Path(sys.executable).parent
 
 
+# One worker builds and installs the collection once for the module's tests.
+pytestmark = pytest.mark.xdist_group("test_packaging")
+
+
 def clean_env(**more: str) -> dict[str, str]:
     """The environment of a user with no project config: no ANSIBLE_* of the test run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "CCCI_"))}

@@ -25,7 +25,7 @@ import pytest
 from support.pr_bed import FORGE_TOKEN, PrBed
 from support.warmbed import KNOWN_GOOD_KEYS, at_rest
 
-pytestmark = [pytest.mark.swarm, pytest.mark.slow]
+pytestmark = [pytest.mark.swarm, pytest.mark.slow, pytest.mark.xdist_group("test_pr_path")]
 
 HTML = "custom-html"
 

@@ -44,7 +44,8 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._release import decid
 from ansible_collections.coopcloud.ci.plugins.module_utils._version import Version
 from integration.test_cold_lane import SUFFIX, extravars
 
-pytestmark = pytest.mark.swarm
+# One worker runs the whole module: the last test checks the table the others fill in.
+pytestmark = [pytest.mark.swarm, pytest.mark.xdist_group("test_recipe_corpus")]
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "recipes"
 TABLE = ROOT / "docs" / "recipe-corpus.md"
