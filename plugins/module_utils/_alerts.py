@@ -44,7 +44,15 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
 )
 
 #: The kinds the collection raises itself; any other kind matching KIND_RE is accepted.
-KINDS = ("rollback", "held-major", "held-manual-migration", "quick-rollback", "disk-low")
+KINDS = (
+    "rollback",
+    "held-major",
+    "held-manual-migration",
+    "quick-rollback",
+    "disk-low",
+    "unit-failed",
+    "sweep-red",
+)
 KIND_RE = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
 TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CORE_KEYS = ("kind", "target", "attempted", "last_good", "recovered", "notes", "at")
@@ -292,6 +300,38 @@ class AlertStore:
             yield
         finally:
             os.close(fd)
+
+
+#: What systemd tells an OnFailure= unit about the unit that failed (systemd >= 251).
+MONITOR_VARS = (
+    "MONITOR_SERVICE_RESULT",
+    "MONITOR_EXIT_CODE",
+    "MONITOR_EXIT_STATUS",
+    "MONITOR_INVOCATION_ID",
+)
+
+
+def raise_unit_failed(store: AlertStore, unit: str, env: dict[str, str]) -> str:
+    """Write (once while unseen) the ``unit-failed`` alert for the systemd unit ``unit``,
+    with what systemd passed its OnFailure= handler in ``env``; return the alert's path."""
+    name = unit if "." in unit else f"{unit}.service"
+    seen = {k.removeprefix("MONITOR_").lower(): env[k] for k in MONITOR_VARS if env.get(k)}
+    how = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in seen.items() if k != "invocation_id")
+    notes = (
+        f"systemd unit {name} failed ({how or 'no result given'}); its output: "
+        f"journalctl -u {name}"
+        + (f" _SYSTEMD_INVOCATION_ID={seen['invocation_id']}" if "invocation_id" in seen else "")
+        + f"; clear it with: systemctl reset-failed {name}"
+    )
+    return store.write(
+        "unit-failed",
+        validate_target(name.removesuffix(".service")[:63]),
+        recovered=False,
+        notes=notes,
+        unit=name,
+        host=os.uname().nodename,
+        **seen,
+    )
 
 
 # -- messages ---------------------------------------------------------------------------

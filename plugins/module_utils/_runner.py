@@ -7,6 +7,7 @@ systemd timers (role ``coopcloud.ci.ci_host``) and operators start plays with::
 
     ccci run sweep.yml [-e key=value ...] [--state-dir DIR] [--check]
     ccci sweep | reconcile <target> | reap | alerts | status
+    ccci unit-failed <unit> [--state-dir DIR]   (OnFailure= of the units: an alert file)
 
 Each run gets an ident that sorts by time and names the play
 (``20261126T233000Z-sweep-1a2b3c``); its ansible-runner artifacts live under
@@ -387,10 +388,39 @@ def exec_playbook(argv: Sequence[str]) -> int:
     return 127  # not reached
 
 
+def unit_failed(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """``ccci unit-failed <unit> [--state-dir DIR]``: the OnFailure= handler of the units
+    (``ccci-failed@.service``) writes a ``unit-failed`` alert that the relay delivers."""
+    from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import (
+        AlertStore,
+        raise_unit_failed,
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="ccci unit-failed", description="Raise an alert file for a failed systemd unit."
+    )
+    parser.add_argument("unit", help="the failed unit, e.g. ccci-sweep or ccci-sweep.service")
+    parser.add_argument("--state-dir", default=None)
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code not in (0, None) else 0
+    state_dir = args.state_dir or env.get("CCCI_STATE_DIR") or DEFAULT_STATE_DIR
+    try:
+        path = raise_unit_failed(AlertStore(state_dir), args.unit, dict(env))
+    except CcciError as exc:
+        print(f"ccci: no alert for the failed unit {args.unit}: {exc}", file=sys.stderr)
+        return 1
+    print(f"ccci: unit {args.unit} failed: alert {path}", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, ccci: Path | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_exec"]:
         return exec_playbook(argv[1:])
+    if argv[:1] == ["unit-failed"]:
+        return unit_failed(argv[1:], os.environ)
     try:
         spec = build_spec(argv, os.environ)
     except UsageError as exc:

@@ -214,22 +214,40 @@ def test_a_held_lock_stops_the_sweep_before_it_touches_anything(docker_client, b
     assert not (state_dir / "sweeps").exists()
 
 
-def test_a_failed_reconcile_is_recorded_and_fails_the_sweep(docker_client, bed):
-    """max_tests=0: reconcile only. A target that cannot be reconciled does not stop the
-    sweep; it is in the record and the exit status is non-zero."""
-    state_dir = bed["state_dir"]
-    res = sweep(bed, max_tests=0, ccci_warm_infra={"bad": {"recipe": "Not A Recipe"}})
+def test_a_failed_reconcile_and_a_red_cold_run_fail_the_sweep_and_raise_an_alert(
+    docker_client, bed
+):
+    """A target that cannot be reconciled and an enrolled recipe whose cold run fails (its
+    checkout is missing: the cheapest red run) do not stop the sweep; both are in the
+    record, the exit status is non-zero and a sweep-red alert names the run."""
+    state_dir, gone = bed["state_dir"], f"gone-{bed['unique']}"
+    catalog = bed["tmp"] / "catalog-red"
+    (catalog / gone).mkdir(parents=True)
+    (catalog / gone / "recipe.yml").write_text(entry(gone))
+    res = sweep(
+        bed,
+        max_tests=1,
+        ccci_catalog_dir=str(catalog),
+        ccci_warm_infra={"bad": {"recipe": "Not A Recipe"}},
+    )
     assert res.rc != 0, dump(res)
     assert res.result[0] == "failed", dump(res)
     (path,) = sweep_records(state_dir)
     record = json.loads(path.read_text())
     assert record["result"] == "failed" and record["status"] == "finished"
-    assert record["recipes"] == []
-    assert [n["recipe"] for n in record["not_run"]] == [bed["third"], "custom-html", "notes"]
+    (red,) = record["recipes"]
+    assert red["recipe"] == gone and red["verdict"] != "PASS", red
+    assert record["not_run"] == []
     assert record["reconcile"][0]["target"] == "bad"
     assert record["reconcile"][0]["result"] == "failed"
     assert record["reconcile"][0]["rc"] != 0
     assert "reconcile: bad failed" in res.result[1]
+    (alert_file,) = (state_dir / "alerts").glob("*-sweep-red-sweep-*.json")
+    alert = json.loads(alert_file.read_text())
+    assert alert["kind"] == "sweep-red" and alert["attempted"] == record["stamp"]
+    assert [(r["recipe"], r["run_id"]) for r in alert["runs"]] == [(gone, red["run_id"])]
+    assert f"{gone} run {red['run_id']} {red['verdict']}" in alert["notes"]
+    assert alert["sweep_record"] == str(path)
 
 
 def test_bad_input_is_refused(bed):

@@ -18,6 +18,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import (
     apprise_send,
     describe_url,
     level_of,
+    raise_unit_failed,
     redact,
     relay,
     render,
@@ -102,6 +103,24 @@ def test_a_failed_write_leaves_nothing(store, monkeypatch):
 
 
 # --- dedup --------------------------------------------------------------------------
+
+
+def test_a_failed_unit_alert_says_what_systemd_told_and_does_not_pile_up(store):
+    env = {"MONITOR_SERVICE_RESULT": "timeout", "MONITOR_INVOCATION_ID": "77ab", "HOME": "/x"}
+    path = raise_unit_failed(store, "ccci-sweep", env)
+    data = json.loads(Path(path).read_text())
+    assert (data["kind"], data["target"], data["unit"]) == (
+        "unit-failed",
+        "ccci-sweep",
+        "ccci-sweep.service",
+    )
+    assert data["service_result"] == "timeout" and "exit_status" not in data
+    assert "service result timeout" in data["notes"]
+    assert "journalctl -u ccci-sweep.service _SYSTEMD_INVOCATION_ID=77ab" in data["notes"]
+    assert raise_unit_failed(store, "ccci-sweep.service", {}) == path  # still unseen
+    with pytest.raises(AlertError, match="target 'ccci/x' is invalid"):
+        raise_unit_failed(store, "ccci/x", {})
+    assert files(store.alerts_dir) == [os.path.basename(path)]
 
 
 def test_same_open_condition_does_not_pile_up(store):

@@ -65,6 +65,7 @@ def test_default_set_of_units(default_units):
         "ccci-alerts.service",
         "ccci-alerts.timer",
         "ccci-bridge.service",
+        "ccci-failed@.service",
         *(
             f"ccci-{n}.{kind}"
             for n in ("reap", "reconcile-keycloak", "reconcile-traefik", "sweep")
@@ -171,7 +172,7 @@ def test_odd_values_are_quoted_for_systemd(tmp_path):
     )
     assert result.rc == 0, result.stdout
     names = sorted(p.name for p in (tmp_path / "units").iterdir())
-    assert names == ["ccci-status.service", "ccci-status.timer"]
+    assert names == ["ccci-failed@.service", "ccci-status.service", "ccci-status.timer"]
     exec_start = _units(tmp_path / "units")["ccci-status.service"]["Service"]["ExecStart"]
     # systemd: %% is a literal %, $$ a literal $; then shell-like quotes
     argv = shlex.split(exec_start.replace("%%", "%").replace("$$", "$"))
@@ -188,6 +189,7 @@ def test_odd_values_are_quoted_for_systemd(tmp_path):
         ({"x": {"on_calendar": "daily", "extravars": {"admin_password": "p"}}}, "never secrets"),
         ({"x": {"on_calendar": "daily", "extravars": {"note": "a\nb"}}}, "one-line"),
         ({"x": {"on_calendar": "daily\nExecStartPre=/bin/true"}}, "calendar"),
+        ({"x": {"on_calendar": "daily", "memory_max": "lots"}}, "memory_max is bytes"),
     ],
 )
 def test_bad_timer_settings_are_refused_before_writing(tmp_path, timers, words):
