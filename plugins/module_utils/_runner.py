@@ -8,6 +8,10 @@ systemd timers (role ``coopcloud.ci.ci_host``) and operators start plays with::
     ccci run sweep.yml [-e key=value ...] [--state-dir DIR] [--check]
     ccci sweep | reconcile <target> | reap | alerts | status
     ccci unit-failed <unit> [--state-dir DIR]   (OnFailure= of the units: an alert file)
+    ccci init-state [--state-dir DIR]           (make a state dir on purpose)
+
+Every command but ``init-state`` refuses a state dir that was not initialised (no
+``<state>/.ccci-state``): a mistyped state dir is an error, never a new folder.
 
 Each run gets an ident that sorts by time and names the play
 (``20261126T233000Z-sweep-1a2b3c``); its ansible-runner artifacts live under
@@ -46,6 +50,11 @@ from urllib.parse import urlsplit
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     DEFAULT_STATE_DIR,
     CcciError,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
+    init_state_dir,
+    marker_path,
+    require_state_dir,
 )
 
 DEFAULT_KEEP = 30
@@ -388,6 +397,25 @@ def exec_playbook(argv: Sequence[str]) -> int:
     return 127  # not reached
 
 
+def _state_dir_command(
+    prog: str, description: str, argv: Sequence[str], env: Mapping[str, str], *positional: str
+) -> argparse.Namespace | int:
+    """The arguments of a small command that takes ``--state-dir`` (default
+    ``$CCCI_STATE_DIR``, then :data:`DEFAULT_STATE_DIR`), or the exit status of argparse."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for name in positional:
+        parser.add_argument(name)
+    parser.add_argument(
+        "--state-dir", default=None, help=f"default $CCCI_STATE_DIR or {DEFAULT_STATE_DIR}"
+    )
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code not in (0, None) else 0
+    args.state_dir = args.state_dir or env.get("CCCI_STATE_DIR") or DEFAULT_STATE_DIR
+    return args
+
+
 def unit_failed(argv: Sequence[str], env: Mapping[str, str]) -> int:
     """``ccci unit-failed <unit> [--state-dir DIR]``: the OnFailure= handler of the units
     (``ccci-failed@.service``) writes a ``unit-failed`` alert that the relay delivers."""
@@ -396,22 +424,38 @@ def unit_failed(argv: Sequence[str], env: Mapping[str, str]) -> int:
         raise_unit_failed,
     )
 
-    parser = argparse.ArgumentParser(
-        prog="ccci unit-failed", description="Raise an alert file for a failed systemd unit."
+    args = _state_dir_command(
+        "ccci unit-failed", "Raise an alert file for a failed systemd unit.", argv, env, "unit"
     )
-    parser.add_argument("unit", help="the failed unit, e.g. ccci-sweep or ccci-sweep.service")
-    parser.add_argument("--state-dir", default=None)
+    if isinstance(args, int):
+        return args
     try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exc:
-        return EXIT_USAGE if exc.code not in (0, None) else 0
-    state_dir = args.state_dir or env.get("CCCI_STATE_DIR") or DEFAULT_STATE_DIR
-    try:
-        path = raise_unit_failed(AlertStore(state_dir), args.unit, dict(env))
+        require_state_dir(args.state_dir)
+        path = raise_unit_failed(AlertStore(args.state_dir), args.unit, dict(env))
     except CcciError as exc:
         print(f"ccci: no alert for the failed unit {args.unit}: {exc}", file=sys.stderr)
         return 1
     print(f"ccci: unit {args.unit} failed: alert {path}", flush=True)
+    return 0
+
+
+def init_state(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """``ccci init-state [--state-dir DIR]``: make the state dir on purpose (the marker)."""
+    args = _state_dir_command(
+        "ccci init-state",
+        "Create the state dir (or adopt an existing folder) and mark it as one.",
+        argv,
+        env,
+    )
+    if isinstance(args, int):
+        return args
+    try:
+        made = init_state_dir(args.state_dir)
+    except (CcciError, OSError) as exc:
+        print(f"ccci: cannot initialise the state dir {args.state_dir}: {exc}", file=sys.stderr)
+        return 1
+    word = "initialised" if made else "already initialised"
+    print(f"ccci: state dir {args.state_dir} {word} ({marker_path(args.state_dir)})", flush=True)
     return 0
 
 
@@ -421,11 +465,18 @@ def main(argv: Sequence[str] | None = None, ccci: Path | None = None) -> int:
         return exec_playbook(argv[1:])
     if argv[:1] == ["unit-failed"]:
         return unit_failed(argv[1:], os.environ)
+    if argv[:1] == ["init-state"]:
+        return init_state(argv[1:], os.environ)
     try:
         spec = build_spec(argv, os.environ)
     except UsageError as exc:
         if str(exc):
             print(f"ccci: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        require_state_dir(str(spec.state_dir))
+    except CcciError as exc:
+        print(f"ccci: {exc}", file=sys.stderr)
         return EXIT_USAGE
     ccci = ccci or (spec.root / "bin" / "ccci")
     print(

@@ -6,7 +6,8 @@ Every state file (registry, manifest, alert, run record) is written atomically: 
 temporary sibling, fsync, rename over the target, fsync of the directory. A reader
 therefore sees the old file or the new one, never a torn one.
 
-Also the one home of the state layout (:data:`DEFAULT_STATE_DIR`, :class:`RecipePaths`)
+Also the one home of the state layout (:data:`DEFAULT_STATE_DIR`, :class:`RecipePaths`,
+the marker of a state dir made on purpose: :func:`init_state_dir`, :func:`require_state_dir`)
 and of time: :func:`utc_now`, :func:`stamp` (the one text form of a moment in state
 files) and :func:`parse_time` (every moment the collection reads).
 """
@@ -181,3 +182,57 @@ def read_json(path: str, default: Any = StateError) -> Any:
         raise StateError(
             f"state file {path} is not valid JSON ({exc}); it may be truncated or hand-edited"
         ) from exc
+
+
+# --- the state dir itself -----------------------------------------------------------------
+
+#: The file that makes a folder a state dir. Only :func:`init_state_dir` writes it (through
+#: ``bin/ccci init-state`` or the ``ci_host`` role); every play and ``bin/ccci`` refuse a
+#: state dir without it, so a mistyped ``ccci_state_dir`` is an error, never a new folder.
+STATE_MARKER = ".ccci-state"
+#: The layout version the marker records; a state dir of a newer version is refused.
+STATE_FORMAT = 1
+
+
+def marker_path(state_dir: str) -> str:
+    return os.path.join(state_dir, STATE_MARKER)
+
+
+def init_hint(state_dir: str) -> str:
+    return (
+        f"initialise it on purpose with `bin/ccci init-state --state-dir {state_dir}` "
+        "(or apply the coopcloud.ci.ci_host role)"
+    )
+
+
+def require_state_dir(state_dir: object) -> str:
+    """The state dir, normalised, if it was initialised on purpose; else :class:`StateError`
+    naming the path and how to initialise it. Creates nothing."""
+    path = validate_state_dir(state_dir)
+    marker = marker_path(path)
+    data = read_json(marker, default=None) if os.path.isfile(marker) else None
+    if not isinstance(data, dict):
+        raise StateError(
+            f"state dir {path} is not initialised (no valid {marker}): a mistyped "
+            f"ccci_state_dir? Nothing was created. To use it, {init_hint(path)}"
+        )
+    version = data.get("format")
+    if not isinstance(version, int) or version > STATE_FORMAT:
+        raise StateError(
+            f"state dir {path} has format {version!r} ({marker}); this coopcloud.ci reads "
+            f"format {STATE_FORMAT}: use the coopcloud.ci that made it"
+        )
+    return path
+
+
+def init_state_dir(state_dir: object, by: str = "bin/ccci init-state") -> bool:
+    """Make ``state_dir`` a state dir on purpose: create it (and its parents) and write
+    the marker. An existing folder is adopted (a state dir of a release before markers);
+    an initialised one is left alone. True when something was written."""
+    path = validate_state_dir(state_dir)
+    if os.path.isfile(marker_path(path)):
+        require_state_dir(path)
+        return False
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    write_json(marker_path(path), {"format": STATE_FORMAT, "created_at": stamp(), "created_by": by})
+    return True

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from support.ansible import dump, run_module, run_playbook
 from support.db_recipe import NAME, make_catalog, make_dbkeep
+from support.fixtures import init_state
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import SecretSpec
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
@@ -76,7 +77,7 @@ def test_promoted_database_canonical_starts_with_the_cold_apps_password(
     env = {"tmp": tmp_path, "recipes": examples_root, "state": tmp_path / "state",
            "catalog": make_catalog(tmp_path / "catalog"), "driver": driver,
            "suffix": f"s{os.urandom(3).hex()}.ccci.test"}  # fmt: skip
-    env["state"].mkdir()
+    init_state(env["state"])
     log = tmp_path / "abra-calls.jsonl"
     if driver == "abra":
         monkeypatch.setenv("CCCI_ABRA", str(STANDIN))

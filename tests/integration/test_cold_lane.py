@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import ROOT, dump, run_module, run_playbook
-from support.fixtures import remove_stack_everything
+from support.fixtures import init_state, remove_stack_everything
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     cold_domain,
@@ -95,8 +95,7 @@ def leftovers(client, stack: str) -> dict[str, list[str]]:
 def green(examples, examples_root, tmp_path_factory):
     """One green cold run of custom-html at its latest tag, shared by the tests that read it."""
     tmp = tmp_path_factory.mktemp("green")
-    state_dir = tmp / "state"
-    state_dir.mkdir()
+    state_dir = init_state(tmp / "state")
     run_id = os.urandom(3).hex()
     junit = tmp / "junit.xml"
     started = time.monotonic()

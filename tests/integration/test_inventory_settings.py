@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from support.ansible import ROOT, write_inventory
+from support.fixtures import init_state
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import AlertStore
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import Registry
@@ -34,7 +35,7 @@ def play(name: str, inventory: Path, *extra: str) -> subprocess.CompletedProcess
 
 
 def test_status_and_alerts_read_the_state_dir_from_the_inventory(tmp_path):
-    state = tmp_path / "state-from-inventory"
+    state = init_state(tmp_path / "state-from-inventory")
     Registry(str(state), "custom-html").seed(
         "warm-custom-html.inv.test", "1.1.0+1.29", "a" * 40, "abc123", "0" * 64
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import ROOT
+from support.fixtures import init_state
 
 BIN = Path(sys.executable).parent
 
@@ -86,7 +87,7 @@ def test_the_installed_collection_reads_without_ansible_cfg(installed, tmp_path)
     assert out.returncode == 0 and "progress_interval" in out.stdout, out.stderr
 
     # status.yml with the default callback: the table one row per line, no escaped string
-    state = tmp_path / "state"
+    state = init_state(tmp_path / "state")
     out = run(installed, "ansible-playbook", "coopcloud.ci.status", "-e", f"ccci_state_dir={state}")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "\\n" not in out.stdout

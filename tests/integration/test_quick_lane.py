@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import ROOT, dump, run_module, run_playbook
-from support.fixtures import remove_stack_everything
+from support.fixtures import init_state, remove_stack_everything
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     canonical_domain,
@@ -180,8 +180,7 @@ def remove_canonical(env: dict, recipe: str) -> None:
 def warm(examples, examples_root, tmp_path_factory, docker_client):
     """A custom-html canonical seeded by a green cold run at 1.1.0+1.29, for this module only."""
     tmp = tmp_path_factory.mktemp("quick")
-    state_dir = tmp / "state"
-    state_dir.mkdir()
+    state_dir = init_state(tmp / "state")
     env = {
         "tmp": tmp,
         "state_dir": state_dir,
@@ -316,7 +315,7 @@ def test_no_canonical_falls_back_to_a_full_cold_run(warm, examples, docker_clien
         "state_dir": warm["tmp"] / "bare-state",
         "suffix": f"b{os.urandom(3).hex()}.ccci.test",
     }
-    bare["state_dir"].mkdir()
+    init_state(bare["state_dir"])
     rid = run_id()
     bare_stack = stack_name(cold_domain(HTML, rid, bare["suffix"]))
     warm["cold_stacks"].append(bare_stack)

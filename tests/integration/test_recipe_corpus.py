@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.ansible import ROOT, dump, run_playbook
-from support.fixtures import remove_stack_everything
+from support.fixtures import init_state, remove_stack_everything
 from support.recipes import commit, init_repo
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._app import (
@@ -222,8 +222,7 @@ def write_catalog(root: Path, name: str) -> Path:
 
 
 def cold_run(corpus, name: str, run_id: str, tmp: Path, **more) -> tuple:
-    state_dir = tmp / "state"
-    state_dir.mkdir()
+    state_dir = init_state(tmp / "state")
     private = tmp / "runner"
     private.mkdir()
     args = extravars(

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.ansible import dump, run_module, run_playbook
-from support.fixtures import free_port
+from support.fixtures import free_port, init_state
 from support.infra_recipes import (
     BASE,
     BROKEN,
@@ -43,8 +43,7 @@ class Infra:
         self.tmp = tmp
         self.name = name
         self.recipes_dir = tmp / "recipes"
-        self.state_dir = tmp / "state"
-        self.state_dir.mkdir(exist_ok=True)
+        self.state_dir = init_state(tmp / "state")
         self.domain = f"{name}-{unique}.{SUFFIX}"
         self.stack = stack_name(self.domain)
         self.repo = Path(make_infra_recipe(self.recipes_dir, recipe, [BASE])["path"])
@@ -427,7 +426,7 @@ def test_interrupted_upgrade_is_rolled_back_by_the_next_run(infra, docker_client
 
 def test_all_targets_each_get_a_result_line(tmp_path):
     """target=all reconciles every target, one line each, even when the first one fails."""
-    state_dir = tmp_path / "state"
+    state_dir = init_state(tmp_path / "state")
     warm = {
         name: {"recipe": f"missing-{name}", "domain": f"{name}.{SUFFIX}", "stateful": False}
         for name in ("alpha", "beta")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import ROOT, dump, run_module, run_playbook
-from support.fixtures import free_port
+from support.fixtures import free_port, init_state
 from support.keycloak_double import KeycloakDouble
 from support.sso_recipe import make_sso_site
 
@@ -257,8 +257,7 @@ def test_two_sso_runs_started_together_get_distinct_realms_and_both_pass(
     env = play_env(kc.base_url, PASSWORD)
     plays = []
     for run_id in run_ids:
-        state = tmp_path / run_id
-        state.mkdir()
+        state = init_state(tmp_path / run_id)
         plays.append(
             (run_id, state, start_cold(extravars(recipes_dir, state, run_id), env, state / "log"))
         )
@@ -381,7 +380,7 @@ def test_no_secret_of_an_sso_run_reaches_output_records_alerts_or_runner_artifac
     kc.set_admin_password(sentinel)
     cleanup_stacks.append(stack_of(unique))
     realm = f"{RECIPE}-{unique}"
-    state = tmp_path / "state"
+    state = init_state(tmp_path / "state")
     # bin/ccci, as the timers and Drone start plays: Keycloak settings from the environment,
     # at verbosity 3 (every EXEC line and module result that is not no_log)
     env = play_env(kc.base_url, sentinel, ANSIBLE_VERBOSITY="3", CCCI_STATE_DIR=str(state))

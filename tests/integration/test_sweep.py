@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support import recipes
 from support.ansible import dump, run_playbook
-from support.fixtures import free_port
+from support.fixtures import free_port, init_state
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import AppLock
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
@@ -62,8 +62,7 @@ def bed(examples, tmp_path, unique):
     for name in ("custom-html", "notes", third):
         (catalog / name).mkdir(parents=True)
         (catalog / name / "recipe.yml").write_text(entry(name))
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
+    state_dir = init_state(tmp_path / "state")
     return {
         "third": third,
         "third_latest": made["latest"],

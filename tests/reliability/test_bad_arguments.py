@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import dump, run_playbook
+from support.fixtures import init_state
 
 from reliability.world import World, differences
 
@@ -114,8 +115,7 @@ def fill(value, **names):
 def _play_case(case, playbook, more, words, examples_root, docker_client, base: Path) -> dict:
     """Run one bad play with the world listed before and after (one worker thread)."""
     unique = secrets.token_hex(3)
-    state_dir = base / "state"
-    state_dir.mkdir(parents=True)
+    state_dir = init_state(base / "state")
     a_file = base / "not-a-dir"
     a_file.write_text("keep me\n")
     names = {"u": unique, "pwn": pwned(unique), "file": str(a_file)}

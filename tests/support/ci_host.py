@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from support.fixtures import init_state
+
 ROOT = Path(__file__).resolve().parents[2]
 CCCI = ROOT / "bin" / "ccci"
 
@@ -40,6 +42,7 @@ def converge(tmp: Path, role_vars: dict, *, check: bool = False, name: str = "c"
             "roles": [{"role": "coopcloud.ci.ci_host", "vars": role_vars}],
         }
     ]
+    init_state(tmp / "state")  # bin/ccci refuses a state dir not made on purpose
     path = tmp / f"converge-{name}.yml"
     path.write_text(yaml.safe_dump(play, sort_keys=False))
     args = [sys.executable, str(CCCI), "run", str(path), "--state-dir", str(tmp / "state")]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.coopcloud.ci.plugins.module_utils import _lock
+from ansible_collections.coopcloud.ci.plugins.module_utils import _lock, _state
 from support import recipes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,11 +88,17 @@ def examples(examples_root) -> dict[str, dict]:
     return recipes.make_examples(examples_root)
 
 
+def init_state(path: Path) -> Path:
+    """A state dir made on purpose (created with its marker, as ``bin/ccci init-state``
+    makes it): every play and bin/ccci refuse one without. The one helper every test
+    that needs a state dir goes through; an existing folder is adopted."""
+    _state.init_state_dir(str(path), by="tests")
+    return Path(path)
+
+
 @pytest.fixture
 def state_dir(tmp_path) -> Path:
-    path = tmp_path / "state"
-    path.mkdir()
-    return path
+    return init_state(tmp_path / "state")
 
 
 def remove_stack_everything(stack: str) -> None:

@@ -38,7 +38,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     tree_digest,
 )
 from support.ansible import ROOT
-from support.fixtures import remove_stack_everything
+from support.fixtures import init_state, remove_stack_everything
 
 HTML = "custom-html"
 NOTES = "notes"
@@ -199,8 +199,7 @@ class Bed:
 
     @classmethod
     def make(cls, tmp: Path, recipes_dir: Path, unique: str, stages: list[str] | None) -> Bed:
-        state = tmp / "state"
-        state.mkdir(parents=True, exist_ok=True)
+        state = init_state(tmp / "state")
         return cls(
             tmp=tmp,
             recipes_dir=recipes_dir,

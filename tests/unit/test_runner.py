@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.fixtures import init_state
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _runner as R
 
@@ -247,7 +248,7 @@ def test_secrets_reach_the_play_and_never_the_disk(tmp_path):
         """,
         gather=True,  # facts (ansible_env!) must not carry them into events either
     )
-    state = tmp_path / "state"
+    state = init_state(tmp_path / "state")
     proc = _ccci(
         "run",
         str(play),
@@ -288,7 +289,7 @@ def test_plain_ansible_runner_would_write_the_secret(tmp_path, monkeypatch):
 
 
 def test_play_rc_is_passed_through_and_artifacts_match(tmp_path):
-    state = tmp_path / "state"
+    state = init_state(tmp_path / "state")
     ok = _play(tmp_path / "ok.yml", "- name: Fine\n  ansible.builtin.debug:\n    msg: fine\n")
     bad = _play(tmp_path / "bad.yml", "- name: Break\n  ansible.builtin.fail:\n    msg: broken\n")
     broken_yaml = tmp_path / "broken.yml"
@@ -306,7 +307,7 @@ def test_play_rc_is_passed_through_and_artifacts_match(tmp_path):
 
 
 def test_artifacts_rotate_per_play_and_idents_sort(tmp_path):
-    state = tmp_path / "state"
+    state = init_state(tmp_path / "state")
     play = _play(tmp_path / "tick.yml", "- name: Tick\n  ansible.builtin.debug:\n    msg: t\n")
     other = _play(tmp_path / "tock.yml", "- name: Tock\n  ansible.builtin.debug:\n    msg: t\n")
     idents = []
@@ -334,6 +335,7 @@ def test_check_mode_reaches_the_play(tmp_path):
             mode: "0644"
         """,
     )
+    init_state(tmp_path / "s")
     proc = _ccci("run", str(play), "--state-dir", str(tmp_path / "s"), "--check")
     assert proc.returncode == 0, proc.stdout
     assert "changed: [localhost]" in proc.stdout
@@ -343,7 +345,7 @@ def test_check_mode_reaches_the_play(tmp_path):
 
 
 def test_refusals_exit_2_and_touch_nothing(tmp_path):
-    state = tmp_path / "state"
+    state = init_state(tmp_path / "state")
     proc = _ccci("alerts", "--state-dir", str(state), "-e", "ccci_alert_urls=json://u:p@h/x")
     assert proc.returncode == 2
     assert "use the environment" in proc.stderr or "environment instead" in proc.stderr

@@ -67,3 +67,23 @@ def test_recipe_paths_are_the_spec_layout():
     assert paths.registry == "/var/lib/x/custom-html/canonical.json"
     assert paths.snapshot == "/var/lib/x/custom-html/snapshot"
     assert paths.lock == "/var/lib/x/custom-html/lock"
+
+
+def test_a_state_dir_is_made_on_purpose_and_a_missing_one_is_named_not_made(tmp_path):
+    typo = tmp_path / "ci-wram"
+    with pytest.raises(state.StateError) as err:
+        state.require_state_dir(str(typo))
+    assert f"state dir {typo} is not initialised" in str(err.value)
+    assert f"bin/ccci init-state --state-dir {typo}" in str(err.value)
+    assert not typo.exists()
+    assert state.init_state_dir(str(typo / "deep")) is True  # parents too
+    assert json.loads((typo / "deep" / ".ccci-state").read_text())["format"] == 1
+    assert state.init_state_dir(str(typo / "deep")) is False  # again: left alone
+    assert state.require_state_dir(str(typo / "deep") + "/") == str(typo / "deep")
+    (typo / "deep" / ".ccci-state").write_text('{"format": 2}\n')
+    with pytest.raises(state.StateError, match="has format 2"):
+        state.require_state_dir(str(typo / "deep"))
+    with pytest.raises(state.StateError, match="has format 2"):
+        state.init_state_dir(str(typo / "deep"))  # never rewritten over a newer one
+    with pytest.raises(state.CcciError, match="is relative"):
+        state.init_state_dir("state")

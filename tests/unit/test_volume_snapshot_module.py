@@ -208,4 +208,4 @@ def test_bad_arguments_fail_with_one_line_and_touch_nothing(engine, state_dir, c
     assert rc == 1
     assert message in out["msg"]
     assert "\n" not in out["msg"]
-    assert os.listdir(state_dir) == []
+    assert os.listdir(state_dir) == [".ccci-state"]  # only the marker

@@ -93,7 +93,7 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(engine, state_dir, tmp
     assert rc == 1 and out["failed"] is True, out
     assert words in out["msg"] and "\n" not in out["msg"]
     assert "Traceback" not in json.dumps(out)
-    assert os.listdir(state_dir) == []
+    assert os.listdir(state_dir) == [".ccci-state"]  # only the marker
 
 
 def test_failure_midway_reports_what_was_done(engine, state_dir, tmp_path, capsys):

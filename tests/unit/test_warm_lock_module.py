@@ -178,7 +178,7 @@ def test_bad_arguments_fail_with_one_sentence_and_create_nothing(run, state_dir,
     result = run(**args)
     assert result["failed"] is True
     assert message in result["msg"]
-    assert os.listdir(state_dir) == []
+    assert os.listdir(state_dir) == [".ccci-state"]  # only the marker
 
 
 def test_check_mode_fails_where_a_real_run_would(run, state_dir):
@@ -187,4 +187,4 @@ def test_check_mode_fails_where_a_real_run_would(run, state_dir):
     assert "no ansible-playbook process was found" in result["msg"]
     gone = run(check=True, run_id="a1b2c3", owner_pid=dead_pid())
     assert "does not run" in gone["msg"]
-    assert os.listdir(state_dir) == []
+    assert os.listdir(state_dir) == [".ccci-state"]  # only the marker
