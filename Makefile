@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: help venv constraints changelog sanity host test check unit lint-fast integration molecule lint docs build demo demo-pr verify bench clean
+.PHONY: help venv constraints changelog sanity host test check unit lint-fast integration molecule lint docs build demo demo-pr verify bench clean multinode-up multinode-down
 
 # pytest-xdist: worker processes, and tests of one xdist_group on one worker (tests that
 # share a module-scoped set-up, or act on something host-wide). The suite waits mostly on
@@ -109,6 +109,13 @@ bench: venv host
 	$(PY) bench/snapshot
 	$(PY) bench/lanes
 	$(PY) bench/bridge
+
+# The two-node swarm bed beside the default engine (scripts/multinode; docs/multinode.md).
+multinode-up: host
+	scripts/multinode up
+
+multinode-down:
+	scripts/multinode down
 
 clean:
 	rm -rf .build .pytest_cache .ruff_cache
