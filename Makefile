@@ -59,8 +59,8 @@ host:
 # lint-fast: what make check runs; lint adds ansible-test sanity on the built collection
 # (about 5 minutes, 8 on its first run).
 lint-fast: venv
-	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge
-	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge
+	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge bench/remote
+	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge bench/remote
 	$(BIN)/ansible-lint -q playbooks roles extensions docs/drone.example.yml
 	$(PY) scripts/gen-reference --check
 	$(BIN)/antsibull-changelog lint
