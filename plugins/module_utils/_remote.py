@@ -142,6 +142,41 @@ def node_client(host: str, recipe: str, environ: Mapping[str, str] | None = None
     return docker.DockerClient(base_url=url, use_ssh_client=url.startswith("ssh://"))
 
 
+def engine_errors(host: str, url: str, what: str):
+    """Turns a failure of node ``host``'s engine (it does not answer, restarts, or breaks
+    a stream off) into one sentence naming that engine. The canonical's status, written
+    before the step, says what was under way; the next run restores it before use."""
+    import docker.errors
+    import requests.exceptions
+
+    @contextlib.contextmanager
+    def guard() -> Iterator[None]:
+        try:
+            yield
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise NodeError(
+                f"the Docker engine of node {host} ({url}) failed while {what}: {exc}; the "
+                "canonical's status says what was under way, and the next run restores its "
+                "known-good before use once that engine answers again"
+            ) from None
+
+    return guard()
+
+
+def _guarded(what: str):
+    """Method decorator: :func:`engine_errors` around the call, naming ``what``."""
+
+    def wrap(method):
+        def inner(self, *args, **kwargs):
+            with engine_errors(self.host, self.url, what):
+                return method(self, *args, **kwargs)
+
+        inner.__name__, inner.__doc__ = method.__name__, method.__doc__
+        return inner
+
+    return wrap
+
+
 class RemoteAppSnapshot(AppSnapshot):
     """:class:`._snapshot.AppSnapshot` for volumes on another node, through its engine.
 
@@ -156,9 +191,11 @@ class RemoteAppSnapshot(AppSnapshot):
         super().__init__(manager, store, domain)
         self.engine = engine
         self.host = host
+        self.url = engines().get(host) or engine.api.base_url  # for messages
         self.helper_image = os.environ.get(HELPER_ENV) or DEFAULT_HELPER
 
     # reading the engines ----------------------------------------------------------------
+    @_guarded("listing the app's volumes and containers")
     def _state(self) -> Any:
         state = read_stack(self.client, self.stack)
         label = {"label": f"{NAMESPACE_LABEL}={self.stack}"}
@@ -237,9 +274,11 @@ class RemoteAppSnapshot(AppSnapshot):
             raise
         return {"sha256": sha256, "bytes": total, **summary, **digest.sink.digests()}
 
+    @_guarded("reading a volume's tree")
     def equal(self, volume: str, entry: Mapping[str, Any]) -> bool:
         return self._scan(volume)["tree_digest"] == entry.get("tree_digest")
 
+    @_guarded("streaming a volume into the snapshot")
     def archive(self, volume: str, dest: str, short: str) -> dict[str, Any]:
         """Write ``volume``'s tree from the node into ``dest`` (an archive of the store)."""
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -264,11 +303,13 @@ class RemoteAppSnapshot(AppSnapshot):
         )
 
     # restoring --------------------------------------------------------------------------
+    @_guarded("creating a volume")
     def create_volume(self, short: str) -> str:
         name = f"{self.stack}_{short}"
         self.engine.volumes.create(name=name, driver="local", labels={NAMESPACE_LABEL: self.stack})
         return name
 
+    @_guarded("restoring the known-good into the volumes")
     def restore(
         self, targets: Mapping[str, str | None], create: Callable[[str], str] | None = None
     ) -> dict[str, Any]:

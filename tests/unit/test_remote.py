@@ -4,6 +4,8 @@ The data path itself runs on the real two-node bed: tests/integration/test_multi
 
 from __future__ import annotations
 
+import json
+
 import docker.errors
 import pytest
 
@@ -96,3 +98,24 @@ def test_a_node_without_a_known_engine_names_the_setting(monkeypatch):
     monkeypatch.setenv(ENGINES_ENV, '{"other": "unix:///nonexistent.sock"}')
     with pytest.raises(NodeError, match=f"add it to {ENGINES_ENV}"):
         node_client("worker-1", "notes")
+
+
+def test_an_engine_that_does_not_answer_is_named_in_one_sentence(tmp_path, monkeypatch):
+    """A real SDK client on a socket nobody serves: the node's engine stopped or restarting."""
+    from ansible_collections.coopcloud.ci.plugins.module_utils._remote import RemoteAppSnapshot
+    from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotStore
+
+    url = f"unix://{tmp_path}/gone.sock"
+    monkeypatch.setenv(ENGINES_ENV, json.dumps({"w-1": url}))
+    engine = docker.DockerClient(base_url=url, version="1.41")
+    app = RemoteAppSnapshot(
+        FakeManager(), engine, SnapshotStore(str(tmp_path), "notes"), "warm-notes.x.test", "w-1"
+    )
+    with pytest.raises(NodeError) as err:
+        app.equal("warm-notes_x_test_data", {"tree_digest": "0" * 64})
+    text = str(err.value)
+    assert text.startswith(f"the Docker engine of node w-1 ({url}) failed while reading")
+    assert "failed while reading a volume's tree" in text
+    assert "the next run restores its known-good before use" in text
+    with pytest.raises(NodeError, match="failed while creating a volume"):
+        app.create_volume("data")
