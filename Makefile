@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: help venv constraints changelog sanity host test check unit lint-fast integration molecule lint docs build demo demo-pr verify bench clean
+.PHONY: help venv constraints changelog sanity host test check unit lint-fast integration molecule lint docs build demo demo-pr verify bench clean multinode-up multinode-down
 
 # pytest-xdist: worker processes, and tests of one xdist_group on one worker (tests that
 # share a module-scoped set-up, or act on something host-wide). The suite waits mostly on
@@ -59,8 +59,8 @@ host:
 # lint-fast: what make check runs; lint adds ansible-test sanity on the built collection
 # (about 5 minutes, 8 on its first run).
 lint-fast: venv
-	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge
-	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge
+	$(BIN)/ruff check plugins tests bench bench/snapshot scripts bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge bench/remote
+	$(BIN)/ruff format --check plugins tests bench bench/snapshot bin bin/ccci scripts/demo scripts/demo-pr scripts/gen-reference scripts/verify bench/lanes bench/bridge bench/remote
 	$(BIN)/ansible-lint -q playbooks roles extensions docs/drone.example.yml
 	$(PY) scripts/gen-reference --check
 	$(BIN)/antsibull-changelog lint
@@ -109,6 +109,13 @@ bench: venv host
 	$(PY) bench/snapshot
 	$(PY) bench/lanes
 	$(PY) bench/bridge
+
+# The two-node swarm bed beside the default engine (scripts/multinode; docs/multinode.md).
+multinode-up: host
+	scripts/multinode up
+
+multinode-down:
+	scripts/multinode down
 
 clean:
 	rm -rf .build .pytest_cache .ruff_cache

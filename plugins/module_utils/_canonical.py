@@ -61,6 +61,13 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._registry import (
     describe_status,
     status_change,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._remote import (
+    NodeError,
+    RemoteAppSnapshot,
+    node_by_hostname,
+    node_client,
+    pinned_node,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._secretkey import SecretKey
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     AppSnapshot,
@@ -148,6 +155,9 @@ class Canonical:
         self.wait_timeout = wait_timeout
         #: What an operation did so far (for a failure's evidence).
         self.actions: list[str] = []
+        #: The pinned node's hostname and engine client, when it is not the node the
+        #: engine client talks to (the remote data path, :mod:`._remote`).
+        self.remote: tuple[str, Any] | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -190,6 +200,9 @@ class Canonical:
         return SecretKey(self.state_dir, self.recipe, create=create)
 
     def app(self, domain: str) -> AppSnapshot:
+        if self.remote is not None:  # the data path through that node's engine
+            host, engine = self.remote
+            return RemoteAppSnapshot(self.driver.client, engine, self.store, domain, host)
         return AppSnapshot(self.driver.client, self.store, domain)
 
     def local_node(self) -> str | None:
@@ -197,16 +210,25 @@ class Canonical:
         info = self.driver.client.info() or {}
         return (info.get("Swarm") or {}).get("NodeID") or None
 
-    def check_node(self, registry: Mapping[str, Any] | None) -> str | None:
-        """The node the canonical is (to be) pinned to; refuses to touch volumes elsewhere."""
+    def check_node(self, registry: Mapping[str, Any] | None, host: str | None = None) -> str | None:
+        """The node the canonical is (to be) pinned to: the registry's, else node ``host``
+        (where a first seed's data was taken), else this engine's. A pinned node that is
+        gone, down or drained is refused (its data lives there only); one that is not this
+        engine's is reached through its own engine (:mod:`._remote`)."""
         here = self.local_node()
         node = (registry or {}).get("node")
-        if node and here and node != here:
-            raise CanonicalError(
-                f"the canonical of {self.recipe} is pinned to swarm node {node}, where its "
-                f"volumes live, but this task runs against node {here}: run it on that node "
-                "(delegate_to)"
-            )
+        if here and not node and host:
+            try:
+                node = node_by_hostname(self.driver.client, host, self.recipe)
+            except NodeError as exc:
+                raise CanonicalError(exc.message) from None
+        if node and here:
+            try:
+                host = pinned_node(self.driver.client, node, self.recipe)["hostname"]
+                if node != here:
+                    self.remote = (host, node_client(host, self.recipe))
+            except NodeError as exc:
+                raise CanonicalError(exc.message) from None
         return node or here
 
     def snapshot(self, verify: bool = False) -> dict[str, Any]:
@@ -317,7 +339,7 @@ class Canonical:
             self.actions.append(f"created volume {app.stack}_{short}")
             return mount
 
-        self.store.restore({short: plan["mounts"][short] for short in todo}, create=create)
+        app.restore({short: plan["mounts"][short] for short in todo}, create=create)
         self.actions.append(f"restored {', '.join(sorted(todo))} from the known-good snapshot")
         return {"restored": sorted(todo), "created_volumes": created}
 
@@ -359,6 +381,7 @@ class Canonical:
                 "restores the known-good data)"
             )
         self.check_consistent(registry)
+        self.check_node(registry)  # a node gone or drained: stop before any change
         status_changes = status_change(registry, purpose, run_id)
         commit, version = registry["commit"], registry["version"]
         constraints = placement(registry.get("node"))
@@ -521,7 +544,7 @@ class Canonical:
                 f"{'version' if not version else 'commit'}: a known-good needs both; take the "
                 "snapshot with version and commit"
             )
-        node = self.check_node(registry)
+        node = self.check_node(registry, manifest.get("node"))
         state = self.driver.state(stack)
         undeploy = self.driver.undeploy_needed(state)
         app = self.app(domain)

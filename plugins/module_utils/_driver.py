@@ -344,8 +344,15 @@ class Driver:
         raise NotImplementedError
 
     def state(self, stack: str):
-        """The stack as :class:`._swarm.StackState` (read through the Docker SDK)."""
-        return read_stack(self.client, stack)
+        """The stack as :class:`._swarm.StackState` (read through the Docker SDK), with its
+        volumes on the other node engines of ``CCCI_NODE_ENGINES`` too (:mod:`._remote`)."""
+        from ansible_collections.coopcloud.ci.plugins.module_utils._remote import elsewhere
+
+        state = read_stack(self.client, stack)
+        volumes, containers = elsewhere(self.client, stack)
+        state.volumes += [info for _engine, info in volumes]
+        state.containers += containers
+        return state
 
     @staticmethod
     def undeploy_needed(state) -> bool:
@@ -516,11 +523,18 @@ class Driver:
     def remove_labelled(self, stack: str, timeout: float) -> dict[str, list[str]]:
         """Delete the stack's volumes and secrets, matched only by the namespace label."""
         removed: dict[str, list[str]] = {"volumes": [], "secrets": self.remove_secrets(stack)}
+        from ansible_collections.coopcloud.ci.plugins.module_utils._remote import elsewhere
+
         label = {"label": f"{NAMESPACE_LABEL}={stack}"}
         deadline = time.monotonic() + timeout
-        for volume in self.client.volumes.list(filters=label):
-            if (volume.attrs.get("Labels") or {}).get(NAMESPACE_LABEL) != stack:
-                continue
+        volumes = [
+            v
+            for v in self.client.volumes.list(filters=label)
+            if (v.attrs.get("Labels") or {}).get(NAMESPACE_LABEL) == stack
+        ]
+        # the stack's volumes on the other nodes its tasks ran on
+        volumes += [e.volumes.get(info.name) for e, info in elsewhere(self.client, stack)[0]]
+        for volume in volumes:
             while True:
                 try:
                     volume.remove()
@@ -602,7 +616,7 @@ class StackDriver(Driver):
         return self.deploy_argv(stack, files), proc_env, f"docker stack deploy of {stack}"
 
     def undeploy(self, stack, timeout=DEFAULT_REMOVE_TIMEOUT):
-        state = read_stack(self.client, stack)
+        state = self.state(stack)  # containers on every node
         if not self.undeploy_needed(state):
             return {"changed": False, "removed": {}}
         removed: dict[str, list[str]] = {"services": [s.name for s in state.services]}
@@ -611,7 +625,7 @@ class StackDriver(Driver):
             self.run(cmd, what=f"removing the services of stack {stack}")
 
         def no_containers() -> _Observation:
-            now = read_stack(self.client, stack)
+            now = self.state(stack)
             left = len(now.services) + len(now.containers)
             return _Observation(left == 0, f"{left} services and containers of {stack} left", now)
 

@@ -268,16 +268,28 @@ class SnapshotStore:
         domain: str | None = None,
         stack: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        archive: Callable[[str, str, str], dict[str, Any]] | None = None,
+        archiver: str | None = None,
     ) -> dict[str, Any]:
-        """Archive each ``short name -> directory`` and swap the new snapshot in."""
+        """Archive each ``short name -> directory`` and swap the new snapshot in.
+
+        ``archive(source, dest, short)`` (with ``archiver`` naming it in the manifest)
+        writes one volume's archive from another source than a local directory: the
+        remote-node data path (:mod:`._remote`) streams it from that node's engine.
+        """
         if not volumes:
             raise SnapshotError("nothing to snapshot: no volumes given")
         for short, directory in volumes.items():
             _check_short(short)
-            if not os.path.isdir(directory):
+            if archive is None and not os.path.isdir(directory):
                 raise SnapshotError(f"volume {short!r}: {directory} is not a directory")
-        tar = gnu_tar()
-        archiver = tar_version(tar)  # refuses a tar that is not GNU tar, before anything
+        if archive is None:
+            tar = gnu_tar()
+            archiver = tar_version(tar)  # refuses a tar that is not GNU tar, before anything
+
+            def archive(source: str, dest: str, short: str) -> dict[str, Any]:
+                return self._archive(tar, source, dest, short)
+
         os.makedirs(self.base, mode=0o700, exist_ok=True)
         self.recover()
         tmp = os.path.join(self.base, f"{SLOT}.tmp-{secrets.token_hex(4)}")
@@ -285,10 +297,9 @@ class SnapshotStore:
         try:
             entries: dict[str, Any] = {}
             for short in sorted(volumes):
-                archive = f"{short}.tar"
                 entries[short] = {
-                    "archive": archive,
-                    **self._archive(tar, volumes[short], os.path.join(tmp, archive), short),
+                    "archive": f"{short}.tar",
+                    **archive(volumes[short], os.path.join(tmp, f"{short}.tar"), short),
                 }
                 _faults.checkpoint(P_VOLUME_ARCHIVED)
             manifest = {
@@ -566,6 +577,8 @@ class AppSnapshot:
         from ansible_collections.coopcloud.ci.plugins.module_utils._names import stack_name
 
         self.client = client
+        #: The engine that holds the volumes (another node's for :mod:`._remote`).
+        self.engine = client
         self.store = store
         self.domain = domain
         self.stack = stack_name(domain)
@@ -594,7 +607,7 @@ class AppSnapshot:
             )
         holders = set(state.containers)
         for name in names:
-            for raw in self.client.api.containers(all=True, filters={"volume": name}):
+            for raw in self.engine.api.containers(all=True, filters={"volume": name}):
                 holders.add(raw["Id"])
         if holders:
             raise SnapshotError(
@@ -711,6 +724,16 @@ class AppSnapshot:
                 status[short] = "differs"
                 reasons.append(f"volume {short} differs")
         return {"manifest": manifest, "mounts": mounts, "status": status, "reasons": reasons}
+
+    def restore(
+        self, targets: Mapping[str, str | None], create: Callable[[str], str] | None = None
+    ) -> dict[str, Any]:
+        """Restore the store's known-good into ``targets`` (as :meth:`plan_restore` names them)."""
+        return self.store.restore(targets, create=create)
+
+    def take(self, mounts: Mapping[str, str], **manifest: Any) -> dict[str, Any]:
+        """Take the store's snapshot of ``mounts`` (as :meth:`plan_take` names them)."""
+        return self.store.take(mounts, **manifest)
 
     def create_volume(self, short: str) -> str:
         name = f"{self.stack}_{short}"

@@ -273,6 +273,18 @@ def service_from_api(raw: dict[str, Any], stack: str, tasks: list[dict]) -> Serv
     )
 
 
+def volume_info(raw: dict[str, Any], stack: str, node: str) -> VolumeInfo:
+    """A volume of ``stack`` on ``node`` as the engine's volume list describes it."""
+    return VolumeInfo(
+        name=raw["Name"],
+        short_name=_short(stack, raw["Name"]),
+        mountpoint=raw.get("Mountpoint", ""),
+        driver=raw.get("Driver", "local"),
+        node=node,
+        labels=dict(raw.get("Labels") or {}),
+    )
+
+
 def read_stack(client, stack: str, *, health: bool = False) -> StackState:
     """Everything of ``stack`` the engine knows, matched by its namespace label only.
 
@@ -297,16 +309,7 @@ def read_stack(client, stack: str, *, health: bool = False) -> StackState:
     if raw_volumes:
         node = (client.info() or {}).get("Name", "")
     for vol in raw_volumes:
-        volumes.append(
-            VolumeInfo(
-                name=vol["Name"],
-                short_name=_short(stack, vol["Name"]),
-                mountpoint=vol.get("Mountpoint", ""),
-                driver=vol.get("Driver", "local"),
-                node=node,
-                labels=dict(vol.get("Labels") or {}),
-            )
-        )
+        volumes.append(volume_info(vol, stack, node))
     volumes.sort(key=lambda v: v.name)
     return StackState(
         stack=stack,

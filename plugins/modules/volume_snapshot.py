@@ -279,9 +279,9 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     stack_name,
     validate_state_dir,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._remote import app_snapshot
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     DEFAULT_MAX_MEMBERS,
-    AppSnapshot,
     SnapshotError,
     SnapshotStore,
 )
@@ -376,7 +376,7 @@ class VolumeSnapshot:
         return result
 
     def state_present(self) -> dict:
-        app = AppSnapshot(self.client_factory(), self.store, self.p["domain"])
+        app = app_snapshot(self.client_factory(), self.store, self.p["domain"])
         plan = app.plan_take(self.p["volumes"], self.p["version"], self.p["commit"],
                              self.p["force"])  # fmt: skip
         current = plan["current"]
@@ -384,7 +384,7 @@ class VolumeSnapshot:
         changed = bool(plan["reasons"])
         manifest, digest = current, before_digest
         if changed and not self.check:
-            manifest = self.store.take(
+            manifest = app.take(
                 plan["mounts"],
                 version=self.p["version"],
                 commit=self.p["commit"],
@@ -413,7 +413,7 @@ class VolumeSnapshot:
                 f"no snapshot of recipe {self.p['recipe']!r} to restore: "
                 f"{self.store.path} does not exist"
             )
-        app = AppSnapshot(self.client_factory(), self.store, self.p["domain"])
+        app = app_snapshot(self.client_factory(), self.store, self.p["domain"])
         plan = app.plan_restore(self.p["volumes"], self.p["force"])
         manifest = plan["manifest"]
         digest = self.store.manifest_digest()
@@ -434,7 +434,7 @@ class VolumeSnapshot:
                 created.append(f"{app.stack}_{short}")
                 return mount
 
-            self.store.restore(plan["mounts"], create=create)
+            app.restore(plan["mounts"], create=create)
         result = self._result(
             changed, manifest, digest, app.stack, reasons=plan["reasons"], created_volumes=created
         )

@@ -49,6 +49,16 @@ class FakeSecret:
         self.name = name
 
 
+def swarm_node(node_id: str, host: str, state: str = "ready", availability: str = "active") -> dict:
+    """A node as the Docker Engine API describes it (the keys the canonical reads)."""
+    return {
+        "ID": node_id,
+        "Description": {"Hostname": host},
+        "Status": {"State": state},
+        "Spec": {"Availability": availability},
+    }
+
+
 class FakeAPI:
     def __init__(self) -> None:
         self.volume_list: dict[str, dict] = {}
@@ -56,6 +66,18 @@ class FakeAPI:
         self.task_list: dict[str, list[dict]] = {}
         #: volume name -> ids of the (stopped) containers that mount it
         self.containers_by_volume: dict[str, list[str]] = {}
+        #: the swarm's nodes as ``GET /nodes/{id}`` answers (this engine's own by default)
+        self.node_list: dict[str, dict] = {NODE_ID: swarm_node(NODE_ID, "node-1")}
+
+    def inspect_node(self, node_id):
+        import docker.errors
+
+        if node_id not in self.node_list:
+            raise docker.errors.NotFound(f"node {node_id} not found")
+        return self.node_list[node_id]
+
+    def nodes(self, filters=None):
+        return list(self.node_list.values())
 
     def services(self, filters=None):
         return [s for s in self.service_list if _labels_match(s["Spec"]["Labels"], filters)]

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.fake_canonical_engine import NODE_ID, FakeDriver, FakeEngine, corrupt_snapshot
+from support.fake_canonical_engine import (
+    NODE_ID,
+    FakeDriver,
+    FakeEngine,
+    corrupt_snapshot,
+    swarm_node,
+)
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _driver
 from ansible_collections.coopcloud.ci.plugins.module_utils._canonical import (
@@ -278,9 +284,20 @@ def test_a_canonical_pinned_to_another_node_is_not_touched_here(
 ):
     Registry(str(state_dir), RECIPE).set_node("othernode", "aaaaab")
     (mount_of(engine) / "index.html").write_text("changed\n")
-    with pytest.raises(CanonicalError, match=r"pinned to swarm node othernode.*delegate_to"):
+    # not in the swarm (any more): refused, its data is not copied here
+    with pytest.raises(CanonicalError, match=r"pinned to swarm node othernode, which is gone"):
+        canonical.idle("aaaaab")
+    # in the swarm but drained, then active with no engine known for it
+    engine.api.node_list["othernode"] = swarm_node("othernode", "node-2", availability="drain")
+    with pytest.raises(CanonicalError, match=r"node-2 \(othernode\), which is drained"):
+        canonical.idle("aaaaab")
+    with pytest.raises(CanonicalError, match=r"node-2 \(othernode\), which is drained"):
+        canonical.deployed("aaaaab", fetch=False)
+    engine.api.node_list["othernode"] = swarm_node("othernode", "node-2")
+    with pytest.raises(CanonicalError, match=r"reach that node's engine: add it to CCCI_NODE"):
         canonical.idle("aaaaab")
     assert (mount_of(engine) / "index.html").read_text() == "changed\n"
+    assert Registry(str(state_dir), RECIPE).load()["status"] == "idle"
 
 
 def test_another_suffix_is_refused_once_a_registry_names_the_domain(seeded, state_dir, driver):

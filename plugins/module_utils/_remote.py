@@ -1,0 +1,403 @@
+# Copyright: coopcloud.ci developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A canonical's data on another swarm node. PRIVATE to the collection: no compatibility
+promises.
+
+A volume lives on the node where its task ran (SPEC §7), and a canonical is pinned to
+one node for its whole life. When that node is not the one the plays talk to, its
+volumes cannot be read from this machine's file system: they are reached through that
+node's own Docker API (its address from ``CCCI_NODE_ENGINES``, one entry per node, as
+the inventory's node hosts give it), with a short-lived helper container on that node
+that mounts the volume and is never started. The engine streams the volume's tree as a
+tar (``GET /containers/{id}/archive``) and extracts one into it (``PUT``); this process
+scans, hashes and stores the stream exactly as the local path does GNU tar's output, so
+the snapshot store, its manifest, its verification and its hostile-archive rules are
+the same. See docs/multinode.md.
+
+Differences from the local path, on purpose and documented: the engine's tar keeps
+modification times to the second (the digests of a remote canonical are those of its
+archives, taken and compared through the same path), and a restore empties a volume by
+removing and re-creating it before the extraction instead of an atomic exchange (a
+crash in between leaves the registry ``restoring``, and the next run restores again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from ansible_collections.coopcloud.ci.plugins.module_utils._archive import (
+    CHUNK,
+    BackgroundDigests,
+    SnapshotError,
+    TarScanner,
+    TreeSink,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
+    AppSnapshot,
+    SnapshotStore,
+)
+from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
+    NAMESPACE_LABEL,
+    VolumeInfo,
+    read_stack,
+    volume_info,
+)
+
+ENGINES_ENV = "CCCI_NODE_ENGINES"
+HELPER_ENV = "CCCI_HELPER_IMAGE"
+DEFAULT_HELPER = "busybox:stable"
+ARCHIVER = "docker-engine-api"
+MOUNT = "/ccci-volume"
+
+
+class NodeError(SnapshotError):
+    """The node that holds a canonical's data cannot be used. One sentence for the user."""
+
+
+def engines(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``node hostname -> Docker engine URL`` from ``CCCI_NODE_ENGINES`` (a JSON object)."""
+    raw = (os.environ if environ is None else environ).get(ENGINES_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise NodeError(
+            f"{ENGINES_ENV} is not JSON ({exc}): give an object of node -> URL"
+        ) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()
+    ):
+        raise NodeError(f"{ENGINES_ENV} must be a JSON object of node hostname -> engine URL")
+    return data
+
+
+def way_back(recipe: str, host: str) -> str:
+    return (
+        f"bring node {host} back (docker node update --availability active {host}; start "
+        "its engine or rejoin it), or give up this canonical on purpose: warm_canonical "
+        f"state=absent confirm=true for {recipe}, and a green cold run seeds it afresh "
+        "(docs/multinode.md)"
+    )
+
+
+def pinned_node(manager: Any, node_id: str, recipe: str) -> dict[str, str]:
+    """The node a canonical is pinned to, as the swarm's manager sees it; refuses a node
+    that is gone, down or drained: its data lives there only, and no second copy is made."""
+    import docker.errors
+
+    try:
+        raw = manager.api.inspect_node(node_id)
+    except docker.errors.NotFound:
+        raise NodeError(
+            f"the canonical of {recipe} is pinned to swarm node {node_id}, which is gone "
+            "from the swarm: its volumes and known-good data lived there only, so nothing "
+            f"was done and no copy is made elsewhere; {way_back(recipe, node_id)}"
+        ) from None
+    host = (raw.get("Description") or {}).get("Hostname") or node_id
+    state = (raw.get("Status") or {}).get("State", "unknown")
+    availability = (raw.get("Spec") or {}).get("Availability", "active")
+    why = ""
+    if state != "ready":
+        why = f"{state} (its engine does not answer the swarm)"
+    elif availability != "active":
+        why = f"{availability}ed" if availability == "drain" else availability
+    if why:
+        raise NodeError(
+            f"the canonical of {recipe} is pinned to swarm node {host} ({node_id[:12]}), "
+            f"which is {why}: its volumes and known-good data live on that node only, so "
+            f"nothing was done and no copy is made elsewhere; {way_back(recipe, host)}"
+        )
+    return {"id": node_id, "hostname": host}
+
+
+def node_by_hostname(manager: Any, host: str, recipe: str) -> str:
+    """The id of the swarm node named ``host``."""
+    for raw in manager.api.nodes(filters={"name": host}):
+        if (raw.get("Description") or {}).get("Hostname") == host:
+            return raw["ID"]
+    raise NodeError(
+        f"the known-good data of {recipe} was taken on node {host}, which is not in this "
+        "swarm: seed the canonical from a cold run on a node of this swarm"
+    )
+
+
+def node_client(host: str, recipe: str, environ: Mapping[str, str] | None = None) -> Any:
+    """A Docker SDK client for the engine of node ``host``."""
+    import docker
+
+    url = engines(environ).get(host)
+    if not url:
+        raise NodeError(
+            f"the canonical of {recipe} is pinned to swarm node {host}, and this machine "
+            f"does not know how to reach that node's engine: add it to {ENGINES_ENV} (a JSON "
+            f'object such as {{"{host}": "ssh://root@{host}"}}; docs/multinode.md)'
+        )
+    return docker.DockerClient(base_url=url, use_ssh_client=url.startswith("ssh://"))
+
+
+def engine_errors(host: str, url: str, what: str):
+    """Turns a failure of node ``host``'s engine (it does not answer, restarts, or breaks
+    a stream off) into one sentence naming that engine. The canonical's status, written
+    before the step, says what was under way; the next run restores it before use."""
+    import docker.errors
+    import requests.exceptions
+
+    @contextlib.contextmanager
+    def guard() -> Iterator[None]:
+        try:
+            yield
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise NodeError(
+                f"the Docker engine of node {host} ({url}) failed while {what}: {exc}; the "
+                "canonical's status says what was under way, and the next run restores its "
+                "known-good before use once that engine answers again"
+            ) from None
+
+    return guard()
+
+
+def _guarded(what: str):
+    """Method decorator: :func:`engine_errors` around the call, naming ``what``."""
+
+    def wrap(method):
+        def inner(self, *args, **kwargs):
+            with engine_errors(self.host, self.url, what):
+                return method(self, *args, **kwargs)
+
+        inner.__name__, inner.__doc__ = method.__name__, method.__doc__
+        return inner
+
+    return wrap
+
+
+class RemoteAppSnapshot(AppSnapshot):
+    """:class:`._snapshot.AppSnapshot` for volumes on another node, through its engine.
+
+    ``client`` is the swarm manager's engine (services); ``engine`` the node's (volumes,
+    containers). A volume is named by its name on that node where the local path names
+    its mountpoint.
+    """
+
+    def __init__(
+        self, manager: Any, engine: Any, store: SnapshotStore, domain: str, host: str
+    ) -> None:
+        super().__init__(manager, store, domain)
+        self.engine = engine
+        self.host = host
+        self.url = engines().get(host) or engine.api.base_url  # for messages
+        self.helper_image = os.environ.get(HELPER_ENV) or DEFAULT_HELPER
+
+    # reading the engines ----------------------------------------------------------------
+    @_guarded("listing the app's volumes and containers")
+    def _state(self) -> Any:
+        state = read_stack(self.client, self.stack)
+        label = {"label": f"{NAMESPACE_LABEL}={self.stack}"}
+        raw = (self.engine.api.volumes(filters=label) or {}).get("Volumes") or []
+        state.volumes = sorted(
+            (volume_info(v, self.stack, self.host) for v in raw), key=lambda v: v.name
+        )
+        state.containers = [c["Id"] for c in self.engine.api.containers(all=True, filters=label)]
+        return state
+
+    def node_name(self) -> str:
+        return self.host
+
+    def local_mountpoint(self, info: Any) -> str:
+        if info.driver != "local":
+            raise SnapshotError(
+                f"volume {info.name} on node {self.host} uses the {info.driver!r} driver; "
+                "only local volumes can be snapshotted"
+            )
+        return info.name
+
+    # the helper container ---------------------------------------------------------------
+    def _image(self) -> str:
+        import docker.errors
+
+        try:
+            self.engine.images.get(self.helper_image)
+        except docker.errors.ImageNotFound:
+            try:
+                self.engine.images.pull(self.helper_image)
+            except docker.errors.APIError as exc:
+                raise SnapshotError(
+                    f"the helper image {self.helper_image} is not on node {self.host} and "
+                    f"cannot be pulled ({exc}): load it there, or name one that is in "
+                    f"{HELPER_ENV}"
+                ) from None
+        return self.helper_image
+
+    @contextlib.contextmanager
+    def helper(self, volume: str) -> Iterator[str]:
+        """A created (never started) container on the node with ``volume`` mounted."""
+        api = self.engine.api
+        cid = api.create_container(
+            self._image(),
+            ["true"],
+            labels={"coopcloud.ci.helper": self.stack},
+            host_config=api.create_host_config(binds={volume: {"bind": MOUNT, "mode": "rw"}}),
+        )["Id"]
+        try:
+            yield cid
+        finally:
+            api.remove_container(cid, force=True)
+
+    def _stream(self, volume: str) -> Iterator[bytes]:
+        with self.helper(volume) as cid:
+            stream, _stat = self.engine.api.get_archive(cid, f"{MOUNT}/.", chunk_size=CHUNK)
+            yield from stream
+
+    # digests, archives ------------------------------------------------------------------
+    def _scan(self, volume: str, out: Any = None) -> dict[str, Any]:
+        label = f"volume {volume} on node {self.host}"
+        scanner = TarScanner(label, self.store.max_members, digests=True, inline=False)
+        digest = BackgroundDigests(TreeSink())
+        total = 0
+        try:
+            for chunk in self._stream(volume):
+                scanner.feed(chunk)
+                digest.update(chunk, scanner.take_events())
+                if out is not None:
+                    out.write(chunk)
+                total += len(chunk)
+            summary = scanner.finish()
+            sha256 = digest.hexdigest()
+        except BaseException:
+            digest.close()
+            raise
+        return {"sha256": sha256, "bytes": total, **summary, **digest.sink.digests()}
+
+    @_guarded("reading a volume's tree")
+    def equal(self, volume: str, entry: Mapping[str, Any]) -> bool:
+        return self._scan(volume)["tree_digest"] == entry.get("tree_digest")
+
+    @_guarded("streaming a volume into the snapshot")
+    def archive(self, volume: str, dest: str, short: str) -> dict[str, Any]:
+        """Write ``volume``'s tree from the node into ``dest`` (an archive of the store)."""
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb", buffering=CHUNK) as out:
+            entry = self._scan(volume, out)
+            out.flush()
+            os.fsync(out.fileno())
+        return {
+            "sha256": entry["sha256"],
+            "bytes": entry["bytes"],
+            "files": entry["files"],
+            "members": entry["members"],
+            "content_bytes": entry["content_bytes"],
+            "tree_digest": entry["tree_digest"],
+            "meta_digest": entry["meta_digest"],
+            "source": f"{self.host}:{volume}",
+        }
+
+    def take(self, mounts: Mapping[str, str], **manifest: Any) -> dict[str, Any]:
+        return self.store.take(
+            mounts, archive=self.archive, archiver=ARCHIVER, **manifest, extra={"node": self.host}
+        )
+
+    # restoring --------------------------------------------------------------------------
+    @_guarded("creating a volume")
+    def create_volume(self, short: str) -> str:
+        name = f"{self.stack}_{short}"
+        self.engine.volumes.create(name=name, driver="local", labels={NAMESPACE_LABEL: self.stack})
+        return name
+
+    @_guarded("restoring the known-good into the volumes")
+    def restore(
+        self, targets: Mapping[str, str | None], create: Callable[[str], str] | None = None
+    ) -> dict[str, Any]:
+        """Make each named volume on the node exactly its archive: every archive is
+        verified first; then each volume is emptied (removed and created again with its
+        labels), the archive extracted into it by the node's engine, and the volume's
+        root given the archive's owner, mode and time last."""
+        manifest = self.store.manifest()
+        self.store.verify()  # sha256, size and every member header, before any write
+        done = {}
+        for short in sorted(targets):
+            entry = manifest["volumes"][short]
+            name = targets[short]
+            if name is None:
+                name = create(short) if create else self.create_volume(short)
+            else:
+                self.engine.volumes.get(name).remove()
+                self.create_volume(short)
+            path = os.path.join(self.store.path, entry["archive"])
+            with self.helper(name) as cid, open(path, "rb") as handle:
+                with tarfile.open(fileobj=handle, mode="r:") as head:
+                    root = head.next()
+                handle.seek(0)
+                if not self.engine.api.put_archive(cid, MOUNT, handle):
+                    raise SnapshotError(f"node {self.host} refused the archive for {name}")
+                if root is not None and root.name in (".", "./"):
+                    self.engine.api.put_archive(cid, "/", _root_entry(root))
+            done[short] = {"target": f"{self.host}:{name}", "tree_digest": entry["tree_digest"]}
+        return {"manifest_digest": self.store.manifest_digest(), "volumes": done}
+
+
+def _root_entry(root: tarfile.TarInfo) -> bytes:
+    """A one-member tar that gives the volume's root (the mount point) its metadata: the
+    engine skips a ``.`` member, but applies owner, mode and time to a named directory."""
+    info = tarfile.TarInfo(MOUNT.lstrip("/"))
+    info.type = tarfile.DIRTYPE
+    info.mode, info.uid, info.gid, info.mtime = root.mode, root.uid, root.gid, root.mtime
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info)
+    return out.getvalue()
+
+
+# --- the other nodes' engines: volumes of a stack wherever its tasks ran -------------------
+
+
+def other_engines(client: Any, environ: Mapping[str, str] | None = None) -> list[tuple[str, Any]]:
+    """``(hostname, client)`` of every node engine in ``CCCI_NODE_ENGINES`` but ``client``'s."""
+    known = engines(environ)
+    if not known:
+        return []
+    import docker
+
+    here = (client.info() or {}).get("Name", "")
+    return [
+        (host, docker.DockerClient(base_url=url, use_ssh_client=url.startswith("ssh://")))
+        for host, url in sorted(known.items())
+        if host != here
+    ]
+
+
+def elsewhere(client: Any, stack: str) -> tuple[list[tuple[Any, VolumeInfo]], list[str]]:
+    """The stack's volumes (each with its engine) and containers on the other node engines."""
+    label = {"label": f"{NAMESPACE_LABEL}={stack}"}
+    volumes, containers = [], []
+    for host, engine in other_engines(client):
+        for v in (engine.api.volumes(filters=label) or {}).get("Volumes") or []:
+            if (v.get("Labels") or {}).get(NAMESPACE_LABEL) == stack:
+                volumes.append((engine, volume_info(v, stack, host)))
+        containers += [c["Id"] for c in engine.api.containers(all=True, filters=label)]
+    return volumes, containers
+
+
+def app_snapshot(client: Any, store: SnapshotStore, domain: str) -> AppSnapshot:
+    """The app's snapshot view where its volumes are: this engine's node when they are
+    there, else the one other node that holds them (the node its tasks ran on)."""
+    from ansible_collections.coopcloud.ci.plugins.module_utils._names import stack_name
+
+    local = AppSnapshot(client, store, domain)
+    if local.volumes():
+        return local
+    nodes = sorted({info.node for _engine, info in elsewhere(client, stack_name(domain))[0]})
+    if len(nodes) > 1:
+        raise SnapshotError(
+            f"app {domain} has volumes on several nodes ({', '.join(nodes)}): a snapshot "
+            "is taken on one node; remove the strays or pin the app to one node"
+        )
+    if not nodes:
+        return local  # its own sentence: no volumes on this node
+    host = nodes[0]
+    return RemoteAppSnapshot(client, node_client(host, store.recipe), store, domain, host)

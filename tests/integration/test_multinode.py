@@ -1,0 +1,275 @@
+"""Two swarm nodes for real (SPEC §7, issue 18), on the bed of scripts/multinode.
+
+One module-scoped bed: a manager (ccci-mn1) and a worker (ccci-mn2), each a dockerd in its
+own namespaces whose data root the host's file system cannot see, so everything about
+the worker's volumes must go through the worker's Docker API (docs/multinode.md). The
+plays talk to the manager (``DOCKER_HOST``) and know the nodes' engines from
+``CCCI_NODE_ENGINES``. The tests run in order on one canonical:
+
+1. a green cold run whose app is placed on the worker seeds a canonical pinned to the
+   worker (the snapshot taken there, the known-good restored there) and tears its own app
+   down on both nodes;
+2. a quick PASS and a quick FAIL on that canonical leave the worker's known-good tree
+   exact and the registry and snapshot unmoved;
+3. the worker drained: quick and restore stop with one sentence naming the node and the
+   way back, and nothing is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+import pytest
+from support.ansible import ROOT, dump, run_playbook
+
+from ansible_collections.coopcloud.ci.plugins.module_utils._archive import TarScanner
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
+    canonical_domain,
+    cold_domain,
+    stack_name,
+)
+
+pytestmark = [
+    pytest.mark.swarm,
+    pytest.mark.slow,
+    pytest.mark.multinode,
+    pytest.mark.xdist_group("multinode"),
+]
+
+BED = str(ROOT / "scripts" / "multinode")
+RUN = "/run/ccci-multinode"
+MANAGER, WORKER = "ccci-mn1", "ccci-mn2"
+WORKER_ADDR = "10.231.0.12"
+HTML = "custom-html"
+KNOWN_GOOD_KEYS = ("version", "commit", "snapshot_digest", "promoted_by", "seeded_at", "node")
+LABEL = "com.docker.stack.namespace"
+
+
+def sock(node: str) -> str:
+    return f"unix://{RUN}/{node}/docker.sock"
+
+
+@pytest.fixture(scope="module")
+def bed(examples, examples_root, tmp_path_factory):
+    started = time.monotonic()
+    subprocess.run([BED, "up"], check=True, capture_output=True)
+    env_keys = ("DOCKER_HOST", "CCCI_NODE_ENGINES", "CCCI_HELPER_IMAGE")
+    saved = {k: os.environ.get(k) for k in env_keys}
+    os.environ["DOCKER_HOST"] = sock("mn1")
+    os.environ["CCCI_NODE_ENGINES"] = json.dumps({MANAGER: sock("mn1"), WORKER: sock("mn2")})
+    os.environ["CCCI_HELPER_IMAGE"] = "ccci/busybox:latest"
+    tmp = tmp_path_factory.mktemp("multinode")
+    (tmp / "state").mkdir()
+    env = {
+        "tmp": tmp,
+        "state_dir": tmp / "state",
+        "recipes_dir": examples_root,
+        "suffix": f"m{os.urandom(3).hex()}.ccci.test",
+        "manager": docker.DockerClient(base_url=sock("mn1")),
+        "worker": docker.DockerClient(base_url=sock("mn2")),
+    }
+    print(f"bed up in {time.monotonic() - started:.1f} s")
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        started = time.monotonic()
+        subprocess.run([BED, "down"], check=True, capture_output=True)
+        print(f"bed down in {time.monotonic() - started:.1f} s")
+
+
+def play(env: dict, book: str, recipe: str, ref: str | None, **more):
+    rid = os.urandom(3).hex()
+    args = {
+        "recipe": recipe,
+        "ccci_recipes_dir": str(env["recipes_dir"]),
+        "ccci_state_dir": str(env["state_dir"]),
+        "ccci_domain_suffix": env["suffix"],
+        "ccci_access": "published",
+        # host-mode ports answer on the node the app runs on: the worker's address
+        "ccci_published_host": WORKER_ADDR,
+        "ccci_fetch": False,
+        "ccci_run_id": rid,
+        **more,
+    }
+    if ref is not None:
+        args["ref"] = ref
+    private = env["tmp"] / f"runner-{rid}"
+    private.mkdir()
+    return rid, run_playbook(book, args, private_dir=private)
+
+
+def slowest(res, n: int = 6) -> str:
+    """The run's slowest tasks (for the test's output: where the bed's minutes go)."""
+    found = []
+    for path in (res.artifacts or Path("/nonexistent")).glob("job_events/*.json"):
+        data = json.loads(path.read_text())
+        if data.get("event") in ("runner_on_ok", "runner_on_failed"):
+            found.append((data["event_data"].get("duration") or 0, data["event_data"]["task"]))
+    return "; ".join(f"{task} {sec:.0f} s" for sec, task in sorted(found, reverse=True)[:n])
+
+
+def registry_of(env: dict) -> dict:
+    return json.loads((env["state_dir"] / HTML / "canonical.json").read_text())
+
+
+def manifest_bytes(env: dict) -> bytes:
+    return (env["state_dir"] / HTML / "snapshot" / "manifest.json").read_bytes()
+
+
+def record_of(env: dict, rid: str) -> dict:
+    return json.loads((env["state_dir"] / "runs" / f"{rid}.json").read_text())
+
+
+def tree_on(client, volume: str) -> str:
+    """The tree digest of ``volume`` as that node's engine streams it (never the host's files)."""
+    api = client.api
+    cid = api.create_container(
+        "ccci/busybox:latest",
+        ["true"],
+        host_config=api.create_host_config(binds={volume: {"bind": "/v", "mode": "ro"}}),
+    )["Id"]
+    try:
+        stream, _ = api.get_archive(cid, "/v/.")
+        scanner = TarScanner(volume, digests=True)
+        for chunk in stream:
+            scanner.feed(chunk)
+        return scanner.finish()["tree_digest"]
+    finally:
+        api.remove_container(cid, force=True)
+
+
+def labelled(client, stack: str) -> dict:
+    label = {"label": f"{LABEL}={stack}"}
+    out = {"volumes": sorted(v.name for v in client.volumes.list(filters=label))}
+    if client.info()["Swarm"].get("ControlAvailable"):
+        out["services"] = [s.name for s in client.services.list(filters=label)]
+        out["secrets"] = [s.name for s in client.secrets.list(filters=label)]
+    return out
+
+
+def at_rest(env: dict) -> dict:
+    stack = stack_name(canonical_domain(HTML, env["suffix"]))
+    manifest = json.loads(manifest_bytes(env))
+    return {
+        "registry": registry_of(env),
+        "manifest": manifest_bytes(env),
+        "tree": tree_on(env["worker"], f"{stack}_content"),
+        "known_good": manifest["volumes"]["content"]["tree_digest"],
+        "manager": labelled(env["manager"], stack),
+        "worker_volumes": labelled(env["worker"], stack)["volumes"],
+    }
+
+
+def assert_unmoved(before: dict, after: dict) -> None:
+    for key in KNOWN_GOOD_KEYS:
+        assert after["registry"][key] == before["registry"][key], key
+    assert after["registry"]["status"] == "idle"
+    assert after["manifest"] == before["manifest"]
+    assert after["tree"] == after["known_good"]  # the worker's volume is the known-good
+    assert after["manager"]["services"] == [] and after["manager"]["volumes"] == []
+
+
+def test_cold_run_on_the_worker_seeds_a_canonical_pinned_there(bed, examples):
+    html = examples[HTML]
+    started = time.monotonic()
+    rid, res = play(
+        bed, "cold.yml", HTML, html["latest"], ccci_constraints=[f"node.hostname == {WORKER}"]
+    )
+    print(f"cold run on the worker in {time.monotonic() - started:.0f} s: {slowest(res)}")
+    assert res.rc == 0, dump(res)
+    record = record_of(bed, rid)
+    assert record["verdict"] == "PASS", record
+    assert any(n.startswith("promote: promoted") for n in record["notes"]), record["notes"]
+
+    # the cold app is gone from both nodes: no stack, volume or secret
+    cold = stack_name(cold_domain(HTML, rid, bed["suffix"]))
+    assert labelled(bed["manager"], cold) == {"volumes": [], "services": [], "secrets": []}
+    assert labelled(bed["worker"], cold) == {"volumes": []}
+
+    # the canonical is pinned to the worker, its snapshot was taken there
+    worker_id = bed["worker"].info()["Swarm"]["NodeID"]
+    registry = registry_of(bed)
+    assert (registry["node"], registry["status"]) == (worker_id, "idle"), registry
+    manifest = json.loads(manifest_bytes(bed))
+    assert (manifest["node"], manifest["archiver"]) == (WORKER, "docker-engine-api")
+    state = at_rest(bed)
+    assert state["worker_volumes"] == [
+        f"{stack_name(canonical_domain(HTML, bed['suffix']))}_content"
+    ]
+    assert state["manager"]["volumes"] == []  # never a second copy on the manager
+    assert state["tree"] == state["known_good"]
+    # the snapshot's file holds what the worker's volume holds
+    assert (bed["state_dir"] / HTML / "snapshot" / "content.tar").stat().st_size > 1024
+
+
+def test_quick_pass_and_fail_on_the_worker_leave_the_known_good_exact(bed, examples):
+    html = examples[HTML]
+    before = at_rest(bed)
+    assert before["tree"] == before["known_good"]
+
+    started = time.monotonic()
+    rid, res = play(bed, "quick.yml", HTML, html["previous"])
+    print(f"quick PASS on the worker in {time.monotonic() - started:.0f} s: {slowest(res)}")
+    assert res.rc == 0, dump(res)
+    record = record_of(bed, rid)
+    assert (record["mode"], record["verdict"]) == ("quick", "PASS"), record
+    assert record["stages"]["upgrade"] == "pass" and record["stages"]["serving"] == "pass"
+    assert f"is on node {WORKER}" in record["stage_details"]["upgrade"]["message"]
+    assert_unmoved(before, at_rest(bed))
+
+    started = time.monotonic()
+    rid, res = play(bed, "quick.yml", HTML, html["broken_branch"])
+    print(f"quick FAIL on the worker in {time.monotonic() - started:.0f} s: {slowest(res)}")
+    assert res.rc != 0, dump(res)
+    record = record_of(bed, rid)
+    assert (record["mode"], record["verdict"]) == ("quick", "FAIL"), record
+    assert record["stages"]["upgrade"] == "fail"
+    assert_unmoved(before, at_rest(bed))
+
+
+def test_worker_drained_stops_quick_and_restore_touching_nothing(bed, examples):
+    html = examples[HTML]
+    before = at_rest(bed)
+    subprocess.run(
+        ["docker", "-H", sock("mn1"), "node", "update", "--availability", "drain", WORKER],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        for book, ref in (("quick.yml", html["previous"]), ("restore.yml", None)):
+            _rid, res = play(bed, book, HTML, ref)
+            assert res.rc != 0, dump(res)
+            text = res.stdout
+            assert f"pinned to swarm node {WORKER}" in text, dump(res)
+            assert "which is drained" in text
+            assert f"docker node update --availability active {WORKER}" in text
+            assert "no copy is made elsewhere" in text
+            after = at_rest(bed)
+            assert after["registry"] == before["registry"], book  # not even the status
+            assert after["manifest"] == before["manifest"] and after["tree"] == before["tree"]
+            assert after["manager"] == before["manager"]  # nothing seeded on the manager
+            assert after["worker_volumes"] == before["worker_volumes"]
+    finally:
+        subprocess.run(
+            ["docker", "-H", sock("mn1"), "node", "update", "--availability", "active", WORKER],
+            check=True,
+            capture_output=True,
+        )
+
+
+def test_the_default_engine_never_saw_the_bed(bed):
+    """The plays ran against the bed only: nothing of this module's suffix on the default engine."""
+    default = docker.DockerClient(base_url="unix:///var/run/docker.sock")
+    stack = stack_name(canonical_domain(HTML, bed["suffix"]))
+    assert labelled(default, stack) == {"volumes": [], "services": [], "secrets": []}
+    assert Path(RUN, "mn2", "docker.sock").exists()
