@@ -71,6 +71,13 @@ def validate_commit(commit: object) -> str:
     return matching(commit, _SHA_RE, "commit", "give the full 40-hex commit id")
 
 
+def validate_pr(pr: object) -> int | None:
+    """A pull request number (1 or more), or None for a run that is not a pull request's."""
+    if pr is not None and (not isinstance(pr, int) or isinstance(pr, bool) or pr < 1):
+        raise ValidationError(f"pull request number {pr} is invalid")
+    return pr
+
+
 class ForgeClient:
     """Posts to one repository of a Gitea/Forgejo forge. ``url`` is the forge's root
     (``https://git.coopcloud.tech``); ``/api/v1`` is added unless already there."""
