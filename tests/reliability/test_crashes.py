@@ -250,6 +250,7 @@ def run_whole_lane(lane: str, examples, examples_root, tmp: Path, cases) -> dict
     started = time.monotonic()
     bed = Bed.make(tmp / lane, examples_root, f"k{os.urandom(3).hex()}", ["install", "upgrade"])
     bed.promote_catalog = make_catalog(tmp / lane / "catalog-promote", ["install"])
+    bed.deploy_timeout = 300  # a bound, not a figure: three lanes and the suite share 2 cores
     try:
         play = bed.run("cold.yml", bed.extravars(
             recipe, examples[recipe]["latest"], run_id(),
