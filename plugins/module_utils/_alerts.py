@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import matching
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     StateError,
     fsync_dir,
@@ -112,21 +113,15 @@ def _parse_at(value: Any) -> float | None:
 
 
 def validate_kind(kind: object) -> str:
-    if not isinstance(kind, str) or not KIND_RE.match(kind):
-        raise AlertError(
-            f"alert kind {kind!r} is invalid: use 2-40 characters of a-z, 0-9 and '-', "
-            f"starting with a letter (the collection raises {', '.join(KINDS)})"
-        )
-    return kind
+    return matching(kind, KIND_RE, "alert kind",
+                    "use 2-40 characters of a-z, 0-9 and '-', starting with a letter (the "
+                    f"collection raises {', '.join(KINDS)})", AlertError)  # fmt: skip
 
 
 def validate_target(target: object) -> str:
-    if not isinstance(target, str) or not TARGET_RE.match(target):
-        raise AlertError(
-            f"alert target {target!r} is invalid: use 1-63 characters of letters, digits, "
-            "'.', '_' and '-', starting with a letter or digit"
-        )
-    return target
+    return matching(target, TARGET_RE, "alert target",
+                    "use 1-63 characters of letters, digits, '.', '_' and '-', starting with a "
+                    "letter or digit", AlertError)  # fmt: skip
 
 
 class AlertStore:

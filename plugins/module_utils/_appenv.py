@@ -37,6 +37,7 @@ from typing import Any
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
+    matching,
     stack_name,
     validate_recipe,
 )
@@ -426,10 +427,9 @@ def secret_name(stack: str, spec: SecretSpec) -> str:
     """The swarm secret: the name its compose file gives it, else
     ``<stack>_<name>_<version>`` (Docker allows 64 characters)."""
     name = spec.remote or f"{stack}_{spec.name}_{spec.version}"
-    if not _DOCKER_NAME_RE.match(name):
-        raise ValidationError(
-            f"secret name {name!r} is invalid: Docker names use letters, digits, '_', '.', '-'"
-        )
+    matching(
+        name, _DOCKER_NAME_RE, "secret name", "Docker names use letters, digits, '_', '.', '-'"
+    )
     if len(name) > MAX_SECRET_NAME_LEN:
         raise ValidationError(
             f"secret name {name!r} has {len(name)} characters; Docker allows "

@@ -59,7 +59,10 @@ try:
 except ImportError:  # bin/ccci bridge needs it; importing this file must not
     httpx = None  # type: ignore[assignment]
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
+from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
+    DEFAULT_STATE_DIR,
+    CcciError,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     read_json,
     stamp,
@@ -106,6 +109,10 @@ class Refused(CcciError, RuntimeError):
         )
 
 
+#: The bridge's own state (delivery ids, pending runs) when STATE_DIR is not set.
+BRIDGE_STATE_DIR = DEFAULT_STATE_DIR + "/bridge"
+
+
 @dataclass(frozen=True)
 class BridgeConfig:
     secret: str = field(repr=False)
@@ -113,7 +120,7 @@ class BridgeConfig:
     forge_token: str = field(repr=False)
     drone_url: str
     drone_token: str = field(repr=False)
-    state_dir: str = "/var/lib/ci-warm/bridge"
+    state_dir: str = BRIDGE_STATE_DIR
     listen: str = "127.0.0.1:8089"
     allow: frozenset[str] = frozenset()
     bot_login: str = ""
@@ -151,7 +158,7 @@ class BridgeConfig:
             forge_token=get["FORGE_TOKEN"],
             drone_url=get["DRONE_URL"].rstrip("/"),
             drone_token=get["DRONE_TOKEN"],
-            state_dir=get.get("STATE_DIR") or "/var/lib/ci-warm/bridge",
+            state_dir=get.get("STATE_DIR") or BRIDGE_STATE_DIR,
             listen=listen,
             allow=frozenset(re.split(r"[\s,]+", get.get("ALLOW", ""))) - {""},
             bot_login=get.get("BOT_LOGIN", ""),

@@ -29,7 +29,7 @@ except ImportError:  # the module says so through missing_required_lib
     httpx = None  # type: ignore[assignment]
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError, matching
 from ansible_collections.coopcloud.ci.plugins.module_utils._runs import scrub_text
 
 #: The status context of each lane; only the cold one is a required check.
@@ -37,7 +37,7 @@ CONTEXTS = {"cold": "coopcloud-ci/cold", "quick": "coopcloud-ci/quick (lower con
 #: Commit status state per verdict (Gitea: pending, success, error, failure, warning).
 STATES = {"PASS": "success", "FAIL": "failure", "ERROR": "error"}
 DESCRIPTION_LIMIT = 140  # what GitHub keeps; Gitea shows about as much
-_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$")
+_REPO_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$")  # no ".."
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _BODY_LIMIT = 300
 
@@ -52,9 +52,7 @@ class ForgeError(CcciError):
 
 def validate_repo(repo: object) -> str:
     """``owner/name`` of the repository on the forge."""
-    if not isinstance(repo, str) or not _REPO_RE.match(repo) or ".." in repo:
-        raise ValidationError(f"forge repo {repo!r} is invalid: give owner/name")
-    return repo
+    return matching(repo, _REPO_RE, "forge repo", "give owner/name")
 
 
 def validate_url(url: object) -> str:
@@ -70,9 +68,14 @@ def validate_url(url: object) -> str:
 
 
 def validate_commit(commit: object) -> str:
-    if not isinstance(commit, str) or not _SHA_RE.match(commit):
-        raise ValidationError(f"commit {commit!r} is invalid: give the full 40-hex commit id")
-    return commit
+    return matching(commit, _SHA_RE, "commit", "give the full 40-hex commit id")
+
+
+def validate_pr(pr: object) -> int | None:
+    """A pull request number (1 or more), or None for a run that is not a pull request's."""
+    if pr is not None and (not isinstance(pr, int) or isinstance(pr, bool) or pr < 1):
+        raise ValidationError(f"pull request number {pr} is invalid")
+    return pr
 
 
 class ForgeClient:

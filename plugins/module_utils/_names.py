@@ -34,19 +34,27 @@ class ValidationError(CcciError, ValueError):
     standalone = True
 
 
+def matching(
+    value: object,
+    pattern: re.Pattern[str],
+    what: str,
+    rule: str,
+    error: type[CcciError] = ValidationError,
+) -> str:
+    """``value`` when it is a string that ``pattern`` matches; else ``error`` with the one
+    sentence ``<what> <value> is invalid: <rule>``. The match-or-raise of every name check."""
+    if not isinstance(value, str) or not pattern.match(value):
+        raise error(f"{what} {value!r} is invalid: {rule}")
+    return value
+
+
 def validate_recipe(name: object) -> str:
-    if not isinstance(name, str) or not RECIPE_RE.match(name):
-        raise ValidationError(
-            f"recipe name {name!r} is invalid: use 1-40 characters of a-z, 0-9 and '-', "
-            "starting with a letter or digit"
-        )
-    return name
+    rule = "use 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit"
+    return matching(name, RECIPE_RE, "recipe name", rule)
 
 
 def validate_run_id(run_id: object) -> str:
-    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
-        raise ValidationError(f"run id {run_id!r} is invalid: use exactly 6 lowercase hex digits")
-    return run_id
+    return matching(run_id, RUN_ID_RE, "run id", "use exactly 6 lowercase hex digits")
 
 
 def new_run_id() -> str:
@@ -93,11 +101,9 @@ def validate_ref(ref: object) -> str:
     reaches beyond one ref (``..``, ``@{``, ``^``, ``~``, ``:``), white space and shell
     metacharacters.
     """
-    if not isinstance(ref, str) or not _REF_RE.match(ref):
-        raise ValidationError(
-            f"ref {ref!r} is invalid: use a commit (7-40 hex digits), a tag or a branch name "
-            "of letters, digits and . _ + / -"
-        )
+    matching(ref, _REF_RE, "ref",
+             "use a commit (7-40 hex digits), a tag or a branch name of letters, digits and "
+             ". _ + / -")  # fmt: skip
     if (
         ref.startswith(("-", "/", "."))
         or ref.endswith(("/", ".", ".lock"))

@@ -58,8 +58,9 @@ from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
+    COMMIT_RE,
     ValidationError,
-    is_commit,
+    matching,
     validate_domain,
     validate_run_id,
 )
@@ -216,17 +217,12 @@ class Registry:
         file is unusable (it is not replaced).
         """
         validate_domain(domain)
-        if not isinstance(version, str) or not _TOKEN_RE.match(version):
-            raise ValidationError(f"version {version!r} is invalid: give the known-good tag")
-        if not isinstance(commit, str) or not is_commit(commit):
-            raise ValidationError(f"commit {commit!r} is invalid: give 7-40 lowercase hex digits")
+        matching(version, _TOKEN_RE, "version", "give the known-good tag")
+        matching(commit, COMMIT_RE, "commit", "give 7-40 lowercase hex digits")
         validate_run_id(promoted_by)
-        if not isinstance(snapshot_digest, str) or not _TOKEN_RE.match(snapshot_digest):
-            raise ValidationError(
-                f"snapshot digest {snapshot_digest!r} is invalid: give the manifest digest"
-            )
-        if node is not None and (not isinstance(node, str) or not _TOKEN_RE.match(node)):
-            raise ValidationError(f"node {node!r} is invalid: give a swarm node name or none")
+        matching(snapshot_digest, _TOKEN_RE, "snapshot digest", "give the manifest digest")
+        if node is not None:
+            matching(node, _TOKEN_RE, "node", "give a swarm node name or none")
         old = self.load()
         now = stamp()
         data: dict[str, Any] = dict(old) if old else {"history": [], "first_seeded_at": now}

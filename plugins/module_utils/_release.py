@@ -284,6 +284,17 @@ class Observed:
         """The gate is asked only when no upgrade broke off and there is a version to move from."""
         return not self.attempt and bool(self.current())
 
+    def records_running(self) -> bool:
+        """What runs healthy (with a version and a commit) becomes the last-good when none
+        is recorded, or when no upgrade broke off and the record names something else."""
+        version, commit = self.running.get("version"), self.running.get("commit")
+        if not (self.healthy_now and version and commit):
+            return False
+        if self.last_good is None:
+            return True
+        old = (self.last_good.get("version"), self.last_good.get("commit"))
+        return not self.attempt and old != (version, commit)
+
     def retry_refused(self, latest: str, accept: str | None) -> bool:
         """The latest version rolled back here before and the operator did not accept it again."""
         failed = (self.last_good or {}).get("failed")
@@ -313,16 +324,40 @@ def reconcile_plan(
     return UPGRADE
 
 
+def last_good_record(seen: Observed, plan: str, at: str) -> tuple[dict | None, str]:
+    """The last-good record to write before the plan's steps, or ``None``, and the note
+    that says so (empty when the plan's own sentence does): what runs healthy
+    (:meth:`Observed.records_running`), or the interrupted upgrade that had finished
+    (plan :data:`FINISH`). ``at`` is the moment it is recorded."""
+    old = seen.last_good or {}
+    now = {"version": seen.running.get("version"), "commit": seen.running.get("commit"),
+           "at": at, "attempt": None}  # fmt: skip
+    if plan == FINISH:
+        return {**old, **now, "failed": None}, ""
+    if seen.records_running():
+        note = f"recorded {now['version']} as last-good: it runs healthy"
+        return {**old, **now, "failed": old.get("failed")}, note
+    return None, ""
+
+
 def reconcile_decision(
-    seen: Observed, verdict: str | None, latest: str, accept: str | None = None
+    seen: Observed,
+    verdict: str | None,
+    latest: str,
+    accept: str | None = None,
+    at: str = "",
 ) -> dict:
     """The plan with what the reconcile's steps need: the version to move from, whether a
-    retry of the latest is refused, and the version to deploy (``reattach`` redeploys the
-    last-good at its commit and is carried out as an ``upgrade``)."""
+    retry of the latest is refused, the version to deploy (``reattach`` redeploys the
+    last-good at its commit and is carried out as an ``upgrade``), and the last-good
+    record to write first (:func:`last_good_record`, stamped ``at``)."""
     plan = reconcile_plan(seen, verdict, latest, accept)
     last_good = seen.last_good or {}
     reattach = plan == REATTACH
+    record, note = last_good_record(seen, plan, at)
     return {
+        "record": record,
+        "record_note": note,
         "plan": UPGRADE if reattach else plan,
         "reattach": reattach,
         "current": seen.current(),

@@ -39,6 +39,7 @@ from typing import Any
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
+    matching,
     validate_run_id,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
@@ -381,8 +382,7 @@ class RunRecord:
         gets each stage's duration without timing it.
         """
         self._running(f"record stage {name!r}")
-        if not isinstance(name, str) or not _STAGE_RE.match(name):
-            raise RunError(f"stage name {name!r} is invalid: use a-z, 0-9, '-' and '_'")
+        matching(name, _STAGE_RE, "stage name", "use a-z, 0-9, '-' and '_'", RunError)
         if result not in RESULTS:
             raise RunError(f"stage {name} result {result!r} is invalid: use pass, fail or skip")
         end = stamp(run_time(finished_at, "finished_at") if finished_at else None)

@@ -133,13 +133,15 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._forge import (
     plan,
     report,
     validate_commit,
+    validate_pr,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
 
 
 def post(module: AnsibleModule) -> dict:
     """Post (or, in check mode, plan) the status and the comment; warn on what failed."""
     params = module.params
+    validate_commit(params["commit"])
+    validate_pr(params["pr"])
     require(module, "httpx")
     client = ForgeClient(
         params["url"],
@@ -149,9 +151,6 @@ def post(module: AnsibleModule) -> dict:
         validate_certs=params["validate_certs"],
     )
     try:
-        validate_commit(params["commit"])
-        if params["pr"] is not None and params["pr"] < 1:
-            raise ValidationError(f"pull request number {params['pr']} is invalid")
         if module.check_mode:
             return plan(params["mode"], params["record"], params["pr"], params["target_url"])
         result = report(

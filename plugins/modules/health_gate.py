@@ -358,6 +358,7 @@ tasks:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._catalog import HealthSpec
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     CcciError,
     docker_client,
@@ -373,12 +374,14 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._health import (
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import stack_name
 
+#: The defaults of a catalog entry's ``health:`` (one home: ``_catalog.HealthSpec``).
+_DEFAULT = HealthSpec()
 #: option -> (its key in the health mapping, its default)
 _FROM_HEALTH = {
-    "status": ("status", [200]),
-    "body": ("body", None),
-    "wait_timeout": ("timeout", 120),
-    "wait_sleep": ("interval", 2.0),
+    "status": ("status", list(_DEFAULT.status)),
+    "body": ("body", _DEFAULT.body),
+    "wait_timeout": ("timeout", _DEFAULT.timeout),
+    "wait_sleep": ("interval", float(_DEFAULT.interval)),
 }
 
 
@@ -392,7 +395,7 @@ def with_health(params: dict) -> dict:
             out[option] = default if value is None else value
     out["wait_timeout"] = int(out["wait_timeout"])
     if not out.get("url") and out.get("base_url"):
-        out["url"] = out["base_url"].rstrip("/") + (health.get("path") or "/")
+        out["url"] = out["base_url"].rstrip("/") + (health.get("path") or _DEFAULT.path)
     return out
 
 

@@ -219,9 +219,16 @@ reconcile:
     - C(current) is the version it moves from, C(retry_refused) whether the latest rolled
       back here before and O(accept) does not name it, C(deploy) the C(version) and C(ref)
       to deploy.
+    - C(record) is the last-good record to write before the plan's steps (C(version),
+      C(commit), C(at), C(attempt), C(failed), over the keys of the one given), or V(null).
+      It is what runs healthy when nothing or something else is recorded and no upgrade broke
+      off, or the interrupted upgrade that had finished (plan V(finish)). C(record_note)
+      says so for the run's notes (empty when the plan's own sentence does).
   returned: when O(reconcile) is given
   type: dict
   sample:
+    record: null
+    record_note: ""
     plan: upgrade
     reattach: false
     current: 1.1.0+1.29
@@ -256,6 +263,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._release import (
     decide,
     reconcile_decision,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import stamp
 
 
 def _observed(given: dict | None) -> Observed | None:
@@ -292,7 +300,7 @@ def run(module: AnsibleModule) -> dict:
                 "versions_checked": [],
                 "accepted": False,
                 "fetched": fetched,
-                "reconcile": reconcile_decision(seen, None, candidate, p["accept"]),
+                "reconcile": reconcile_decision(seen, None, candidate, p["accept"], stamp()),
             }
         decision = decide(current, candidate, repo.release_notes, tags, accept=p["accept"])
     except ValueError as exc:  # a bad name or version (ValidationError, Version.parse)
@@ -300,7 +308,9 @@ def run(module: AnsibleModule) -> dict:
     result = decision.as_dict()
     result["fetched"] = fetched
     if seen is not None:
-        result["reconcile"] = reconcile_decision(seen, decision.verdict, candidate, p["accept"])
+        result["reconcile"] = reconcile_decision(
+            seen, decision.verdict, candidate, p["accept"], stamp()
+        )
     if decision.held:
         result["alert"] = {
             "kind": decision.verdict,

@@ -307,7 +307,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     validate_run_id,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._status import (
-    StatusError,
     gather,
     render_lines,
 )
@@ -334,21 +333,18 @@ def status(module: AnsibleModule) -> dict:
             client.ping()
         except Exception as exc:  # DockerException, connection errors: reported, not fatal
             client, client_error = None, f"the Docker engine does not answer: {exc}"
-    try:
-        doc = gather(
-            p["state_dir"],
-            catalog_dir=catalog_dir,
-            client=client,
-            docker_root=p["docker_root"],
-            last_runs=p["last_runs"],
-            latest_alerts=p["latest_alerts"],
-            cold_runs=p["cold_runs"],
-            grace_hours=p["dead_after_hours"],
-            client_error=client_error,
-            run_ids=p["run_ids"],
-        )
-    except StatusError as exc:
-        raise StatusError(f"the status of the warm layer cannot be gathered: {exc}") from exc
+    doc = gather(
+        p["state_dir"],
+        catalog_dir=catalog_dir,
+        client=client,
+        docker_root=p["docker_root"],
+        last_runs=p["last_runs"],
+        latest_alerts=p["latest_alerts"],
+        cold_runs=p["cold_runs"],
+        grace_hours=p["dead_after_hours"],
+        client_error=client_error,
+        run_ids=p["run_ids"],
+    )
     return {"changed": False, "status": doc, "lines": render_lines(doc)}
 
 
@@ -366,7 +362,9 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    run_module(module, lambda: status(module))
+    run_module(
+        module, lambda: status(module), prefix="the status of the warm layer cannot be gathered"
+    )
 
 
 if __name__ == "__main__":

@@ -31,20 +31,25 @@ def get(port: int, path: str = "/", timeout: float = 20.0) -> httpx.Response:
             time.sleep(0.3)
 
 
+def html_args(examples, unique: str, cleanup_stacks: list, port: int | None = None, **more):
+    """The module's arguments for custom-html as app ``t<unique>.ccci.test`` (its stack is
+    removed after the test), behind the CI overlay on host ``port`` unless ``publish`` is
+    given; ``more`` adds or overrides options."""
+    cleanup_stacks.append(f"t{unique}_ccci_test")
+    args = {"recipe": "custom-html", "domain": f"t{unique}.ccci.test",
+            "recipes_dir": recipes_dir(examples), "wait_timeout": 120}  # fmt: skip
+    if "publish" not in more:
+        port = port or free_port()
+        args["env"] = {"COMPOSE_FILE": "compose.yml:compose.ci.yml", "CI_HTTP_PORT": str(port)}
+    return {**args, **more}
+
+
 def test_custom_html_lifecycle(examples, unique, cleanup_stacks, docker_client):
     html = examples["custom-html"]
     domain = f"t{unique}.ccci.test"
     stack = f"t{unique}_ccci_test"
-    cleanup_stacks.append(stack)
     port = free_port()
-    args = {
-        "recipe": "custom-html",
-        "domain": domain,
-        "version": html["previous"],
-        "recipes_dir": recipes_dir(examples),
-        "env": {"COMPOSE_FILE": "compose.yml:compose.ci.yml", "CI_HTTP_PORT": str(port)},
-        "wait_timeout": 120,
-    }
+    args = html_args(examples, unique, cleanup_stacks, port, version=html["previous"])
 
     # check mode first: predicts a deploy, does nothing
     res = run_module(MODULE, args, check=True, diff=True)
@@ -151,15 +156,7 @@ def test_custom_html_lifecycle(examples, unique, cleanup_stacks, docker_client):
 def test_broken_ref_fails_fast_with_the_task_error(examples, unique, cleanup_stacks):
     html = examples["custom-html"]
     stack = f"t{unique}_ccci_test"
-    cleanup_stacks.append(stack)
-    args = {
-        "recipe": "custom-html",
-        "domain": f"t{unique}.ccci.test",
-        "ref": html["broken_branch"],
-        "recipes_dir": recipes_dir(examples),
-        "env": {"COMPOSE_FILE": "compose.yml:compose.ci.yml", "CI_HTTP_PORT": str(free_port())},
-        "wait_timeout": 300,
-    }
+    args = html_args(examples, unique, cleanup_stacks, ref=html["broken_branch"], wait_timeout=300)
     start = time.monotonic()
     res = run_module(MODULE, args)
     elapsed = time.monotonic() - start
@@ -220,17 +217,8 @@ def test_notes_with_overlay_secret_and_two_volumes(examples, unique, cleanup_sta
 def test_fixed_after_broken_is_idempotent(examples, unique, cleanup_stacks):
     """The rejected tasks of the broken spec stay in the task history: they are history."""
     html = examples["custom-html"]
-    stack = f"t{unique}_ccci_test"
-    cleanup_stacks.append(stack)
     port = free_port()
-    args = {
-        "recipe": "custom-html",
-        "domain": f"t{unique}.ccci.test",
-        "ref": html["broken_branch"],
-        "recipes_dir": recipes_dir(examples),
-        "env": {"COMPOSE_FILE": "compose.yml:compose.ci.yml", "CI_HTTP_PORT": str(port)},
-        "wait_timeout": 120,
-    }
+    args = html_args(examples, unique, cleanup_stacks, port, ref=html["broken_branch"])
     assert run_module(MODULE, args).rc != 0
     fixed = {**args, "ref": html["latest"]}
     res = run_module(MODULE, fixed)
@@ -243,16 +231,8 @@ def test_fixed_after_broken_is_idempotent(examples, unique, cleanup_stacks):
 def test_publish_keeps_the_host_port_across_redeploy_and_upgrade(examples, unique, cleanup_stacks):
     """publish: without the CI overlay, the app answers on the host port chosen for it."""
     html = examples["custom-html"]
-    stack = f"t{unique}_ccci_test"
-    cleanup_stacks.append(stack)
-    args = {
-        "recipe": "custom-html",
-        "domain": f"t{unique}.ccci.test",
-        "version": html["previous"],
-        "recipes_dir": recipes_dir(examples),
-        "publish": {"service": "app", "port": 80},
-        "wait_timeout": 120,
-    }
+    publish = {"service": "app", "port": 80}
+    args = html_args(examples, unique, cleanup_stacks, version=html["previous"], publish=publish)
     res = run_module(MODULE, args)
     assert res.rc == 0 and res.last["changed"] is True, dump(res)
     port = res.last["published_port"]

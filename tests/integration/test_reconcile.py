@@ -152,6 +152,26 @@ def write_marker(kv: Infra, client) -> bytes:
     return marker
 
 
+def held(kv: Infra, client, version: str, status: str) -> dict:
+    """Install ``kv`` and mark its volume, offer ``version``: the run holds it as ``status``
+    and no service moves. What was there before (marker, last_good bytes, services), the
+    run's result and the new version's commit."""
+    install(kv)
+    was = {"marker": write_marker(kv, client),
+           "last_good": (kv.state_dir / kv.name / "last_good").read_bytes(),
+           "services": kv.services(client)}  # fmt: skip
+    was["tag"] = kv.add(version)
+    was["res"] = res = kv.run()
+    assert res.rc == 0, dump(res)
+    assert res.result_status == status, dump(res)
+    # nothing moved: versions, images, UpdatedAt, spec versions, the record, the data
+    assert kv.services(client) == was["services"]
+    assert (kv.state_dir / kv.name / "last_good").read_bytes() == was["last_good"]
+    assert not (kv.state_dir / kv.name / "snapshot").exists()
+    assert (kv.volume_path(client) / "marker").read_bytes() == was["marker"]
+    return was
+
+
 # --- stateful ------------------------------------------------------------------------
 
 
@@ -257,23 +277,9 @@ def test_broken_newer_version_rolls_back_with_the_data_intact(infra, docker_clie
 @pytest.mark.slow
 def test_major_bump_is_held_and_nothing_is_touched(infra, docker_client):
     kv = infra("warm-kv", "kv", stateful=True)
-    install(kv)
-    marker = write_marker(kv, docker_client)
-    record = (kv.state_dir / "kv" / "last_good").read_bytes()
-    before = kv.services(docker_client)
-
-    kv.add(MAJOR)
-    res = kv.run()
-    assert res.rc == 0, dump(res)
-    assert res.result_status == "held-major", dump(res)
-    assert f"{BASE} -> {MAJOR} held, nothing changed" in res.result_details
-    assert f"-e target=kv -e accept={MAJOR}" in res.result_details
-
-    after = kv.services(docker_client)
-    assert after == before  # versions, images, UpdatedAt and spec versions unchanged
-    assert (kv.state_dir / "kv" / "last_good").read_bytes() == record
-    assert not (kv.state_dir / "kv" / "snapshot").exists()
-    assert (kv.volume_path(docker_client) / "marker").read_bytes() == marker
+    was = held(kv, docker_client, MAJOR, "held-major")
+    assert f"{BASE} -> {MAJOR} held, nothing changed" in was["res"].result_details
+    assert f"-e target=kv -e accept={MAJOR}" in was["res"].result_details
 
     (alert,) = kv.alerts()
     assert alert["kind"] == "held-major"
@@ -285,22 +291,15 @@ def test_major_bump_is_held_and_nothing_is_touched(infra, docker_client):
     res = kv.run()
     assert res.result_status == "held-major", dump(res)
     assert len(kv.alerts()) == 1
-    assert kv.services(docker_client) == before
+    assert kv.services(docker_client) == was["services"]
 
 
 @pytest.mark.slow
 def test_manual_migration_is_held_until_accepted(infra, docker_client):
     kv = infra("warm-kv", "kv", stateful=True)
-    install(kv)
-    marker = write_marker(kv, docker_client)
-    before = kv.services(docker_client)
-
-    tag = kv.add(MIGRATION)
-    res = kv.run()
-    assert res.rc == 0, dump(res)
-    assert res.result_status == "held-manual-migration", dump(res)
+    was = held(kv, docker_client, MIGRATION, "held-manual-migration")
+    res, marker, tag = was["res"], was["marker"], was["tag"]
     assert "manual migration" in res.result_details
-    assert kv.services(docker_client) == before
     (alert,) = kv.alerts()
     assert alert["kind"] == "held-manual-migration"
     assert alert["attempted"] == MIGRATION

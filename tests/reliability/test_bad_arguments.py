@@ -26,8 +26,7 @@ from support.fixtures import init_state
 
 from reliability.world import World, differences
 
-# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
-pytestmark = [pytest.mark.swarm, pytest.mark.xdist_group("test_bad_arguments")]
+pytestmark = [pytest.mark.swarm]
 
 SUFFIX = "ccci.test"
 PLAY_WORKERS = 3
@@ -159,6 +158,8 @@ def plays(examples, examples_root, docker_client, tmp_path_factory) -> dict[str,
         return {case: future.result() for case, future in futures.items()}
 
 
+# one worker under pytest-xdist (--dist loadgroup): these share the module-scoped set-up
+@pytest.mark.xdist_group("test_bad_arguments")
 @pytest.mark.parametrize("case", [c for c, _, _, _ in PLAY_CASES])
 def test_a_bad_play_variable_stops_with_one_line_and_changes_nothing(plays, case):
     out = plays[case]

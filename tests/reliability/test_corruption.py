@@ -44,8 +44,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateEr
 from reliability.play import run_tasks
 from reliability.world import World, differences, normal
 
-# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
-pytestmark = [pytest.mark.swarm, pytest.mark.xdist_group("test_corruption")]
+pytestmark = [pytest.mark.swarm]
 
 SNAP = "coopcloud.ci.volume_snapshot"
 NS = "com.docker.stack.namespace"
@@ -190,6 +189,8 @@ def _mount_new(client, stack: str) -> Path:
     return Path(vol.attrs["Mountpoint"])
 
 
+# one worker under pytest-xdist (--dist loadgroup): these share the module-scoped set-up
+@pytest.mark.xdist_group("test_corruption")
 @pytest.mark.parametrize("case", [c for c, _, _ in CASES])
 def test_a_damaged_snapshot_is_named_nothing_changes_and_a_reseed_restores(batch, case):
     res, c = batch["res"], batch["cases"][case]

@@ -18,9 +18,11 @@ its volumes' tree digests equal to the snapshot manifest's, the registry agreein
 manifest, and the known-good unmoved (or, for a killed promotion, advanced to the
 promoted snapshot as the documented way back says).
 
-Two canonicals (custom-html, notes) are seeded once for the module by green cold runs of
-their latest tag; the two lanes of cases run at the same time, one per recipe, each case
-one kill and one recovery.
+The cases run in four lanes, each an xdist group of its own (so ``--dist loadgroup``
+spreads them over the workers): a lane makes its own bed (state dir, domain suffix,
+catalog), seeds its one canonical (custom-html or notes) by a green cold run of the latest
+tag, runs its cases one after another (each one kill and one recovery), and removes the
+bed. The first test of a lane pays for it; the others read the lane's outcomes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import json
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -48,8 +49,8 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import cold_do
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import Registry
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotError
 
-# one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
-pytestmark = [pytest.mark.swarm, pytest.mark.slow, pytest.mark.xdist_group("test_crashes")]
+# under pytest-xdist (--dist loadgroup) each lane is one group: its cases share its bed
+pytestmark = [pytest.mark.swarm, pytest.mark.slow]
 
 # (case, recipe, play, crash point, what the case starts from, status right after the kill)
 # - play "quick": quick.yml at the recipe's previous (healthy) tag;
@@ -82,10 +83,11 @@ CASES = [
     ("promote: old secrets removed with the data, slot not yet restored", NOTES, "promote",
      "canonical.seed-secrets", "at rest", "seeding"),
 ]  # fmt: skip
-#: The lanes that run at the same time, one per canonical: custom-html and notes in each
-#: of two state dirs (each with its own domain suffix).
+#: The lanes, one xdist group each, each with a bed and a canonical of its own.
 LANES = {"html-1": CASES[0:3], "html-2": CASES[3:6], "notes-1": CASES[6:9],
          "notes-2": CASES[9:13]}  # fmt: skip
+#: The lane of each case.
+LANE_OF = {case[0]: lane for lane, cases in LANES.items() for case in cases}
 
 #: The way back of each case (docs/reliability.md): the next quick run, after ...
 RECOVERY = {
@@ -104,45 +106,14 @@ ADVANCES = (
 BOOKS = {"quick": "quick.yml", "restore": "restore.yml", "promote": "cold.yml"}
 
 
-def chosen_lanes(request) -> dict[str, list[tuple]]:
-    """The lanes with the cases this session runs (all, unless ``-k`` chose some)."""
+def chosen_cases(request, lane: str) -> list[tuple]:
+    """The cases of ``lane`` this session runs (all, unless ``-k`` chose some)."""
     chosen = {
         item.callspec.params["case"][0]
         for item in request.session.items
         if hasattr(item, "callspec") and "case" in item.callspec.params
     }
-    lanes = {lane: [c for c in cases if c[0] in chosen] for lane, cases in LANES.items()}
-    return {lane: cases for lane, cases in lanes.items() if cases}
-
-
-@pytest.fixture(scope="module")
-def beds(examples, examples_root, tmp_path_factory, request):
-    """Two state dirs; in each, custom-html and notes seeded (all four at once) by green
-    cold runs of their latest tags."""
-    tmp = tmp_path_factory.mktemp("crashes")
-    # cold runs of this module (seeding and promotions) only install: cheaper, still green
-    promote = make_catalog(tmp / "catalog-promote", ["install"])
-    made = []
-    for n in (1, 2):
-        bed = Bed.make(tmp / f"bed{n}", examples_root, f"k{os.urandom(3).hex()}",
-                       ["install", "upgrade"])  # fmt: skip
-        bed.promote_catalog = promote
-        made.append(bed)
-    try:
-        plays = [
-            (bed, recipe, bed.start("cold.yml", bed.extravars(
-                recipe, examples[recipe]["latest"], run_id(), ccci_catalog_dir=str(promote))))
-            for lane, bed, recipe in (("html-1", made[0], HTML), ("notes-1", made[0], NOTES),
-                                      ("html-2", made[1], HTML), ("notes-2", made[1], NOTES))
-            if lane in chosen_lanes(request)
-        ]  # fmt: skip
-        for bed, recipe, play in plays:
-            assert play.wait() == 0, play.output()[-8000:]
-            assert bed.registry(recipe)["status"] == "idle"
-        yield {"html-1": made[0], "notes-1": made[0], "html-2": made[1], "notes-2": made[1]}
-    finally:
-        for bed in made:
-            bed.remove_all()
+    return [case for case in LANES[lane] if case[0] in chosen]
 
 
 def dirty(bed: Bed, client, recipe: str) -> None:
@@ -170,7 +141,8 @@ def kill_at(bed: Bed, examples: dict, case: tuple, client) -> dict:
     elif kind == "restore":
         ref = None
     play = bed.start(BOOKS[kind], bed.extravars(recipe, ref, rid, **more), point=point)
-    paused_pid = play.wait_point()
+    # a late point (lock.releasing) comes after a whole quick run: minutes on a loaded host
+    paused_pid = play.wait_point(timeout=600)
     play.kill()
     return {"rid": rid, "play": play, "paused_pid": paused_pid}
 
@@ -271,21 +243,47 @@ def run_lane(bed: Bed, examples: dict, cases: list[tuple]) -> dict[str, dict]:
     return results
 
 
-@pytest.fixture(scope="module")
-def outcomes(beds, examples, request):
-    """Every selected case (``-k`` selects), the lanes at the same time."""
-    lanes = chosen_lanes(request)
+def run_whole_lane(lane: str, examples, examples_root, tmp: Path, cases) -> dict[str, dict]:
+    """A bed of the lane's own, its canonical seeded by a green cold run of the latest tag
+    (the promotion's catalog: install only, cheaper and still green), then its cases."""
+    recipe = LANES[lane][0][1]
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
-        futures = [
-            pool.submit(run_lane, beds[lane], examples, cases) for lane, cases in lanes.items()
-        ]
-        results = {}
-        for future in futures:
-            results.update(future.result())
-    results["_seconds"] = time.monotonic() - started
-    print(f"crash cases: {len(results) - 1} in {results['_seconds']:.0f} s")
+    bed = Bed.make(tmp / lane, examples_root, f"k{os.urandom(3).hex()}", ["install", "upgrade"])
+    bed.promote_catalog = make_catalog(tmp / lane / "catalog-promote", ["install"])
+    bed.deploy_timeout = 300  # a bound, not a figure: three lanes and the suite share 2 cores
+    try:
+        play = bed.run("cold.yml", bed.extravars(
+            recipe, examples[recipe]["latest"], run_id(),
+            ccci_catalog_dir=str(bed.promote_catalog)))  # fmt: skip
+        assert play.proc.returncode == 0, play.output()[-8000:]
+        assert bed.registry(recipe)["status"] == "idle"
+        results = run_lane(bed, examples, cases)
+    finally:
+        bed.remove_all((recipe,))
+    print(f"crash lane {lane}: {len(cases)} cases in {time.monotonic() - started:.0f} s")
     return results
+
+
+@pytest.fixture(scope="module")
+def outcomes(examples, examples_root, tmp_path_factory, request):
+    """The outcomes of a lane's selected cases (``-k`` selects), run when its first test
+    asks: on whichever worker its xdist group went to."""
+    tmp = tmp_path_factory.mktemp("crashes")
+    done: dict[str, dict | BaseException] = {}
+
+    def of(lane: str) -> dict[str, dict]:
+        if lane not in done:
+            try:
+                done[lane] = run_whole_lane(
+                    lane, examples, examples_root, tmp, chosen_cases(request, lane)
+                )
+            except Exception as exc:  # every test of the lane reports the same failure
+                done[lane] = exc
+        if isinstance(done[lane], BaseException):
+            raise done[lane]
+        return done[lane]
+
+    return of
 
 
 def test_there_are_ten_or_more_distinct_crash_points():
@@ -296,9 +294,16 @@ def test_there_are_ten_or_more_distinct_crash_points():
     assert points <= set(_faults.POINTS), points - set(_faults.POINTS)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=case[0], marks=pytest.mark.xdist_group(f"test_crashes-{lane}"))
+        for lane, cases in LANES.items()
+        for case in cases
+    ],
+)
 def test_a_play_killed_at_a_crash_point_loses_nothing_and_the_next_run_recovers(case, outcomes):
-    outcome = outcomes[case[0]]
+    outcome = outcomes(LANE_OF[case[0]])[case[0]]
     assert outcome["problems"] == [], "\n".join(outcome["problems"])
 
 

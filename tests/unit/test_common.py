@@ -140,3 +140,43 @@ def test_pick_and_specs_are_plain_data():
     assert _common.state_spec(["on", "off"], "on") == {
         "state": {"type": "str", "default": "on", "choices": ["on", "off"]}
     }
+
+
+def test_the_default_state_dir_is_written_once_in_code():
+    """Python code names the default state root through ``_common.DEFAULT_STATE_DIR``; only
+    docs (module DOCUMENTATION/EXAMPLES/RETURN, doc fragments, docstrings) spell it out."""
+    import ast
+    from pathlib import Path
+
+    root = Path(_common.__file__).resolve().parents[2]
+    docs = {"DOCUMENTATION", "EXAMPLES", "RETURN"}
+    sources = [*(root / "plugins").rglob("*.py"), *(root / "bin").iterdir(),
+               root / "scripts" / "demo", root / "scripts" / "verify"]  # fmt: skip
+    found = []
+    for path in sources:
+        if not path.is_file() or path.suffix not in ("", ".py") or "doc_fragments" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        skip = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        skip |= {
+            id(node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id in docs for t in node.targets)
+        }
+        found += [
+            f"{path.relative_to(root)}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and "/var/lib/ci-warm" in node.value
+            and id(node) not in skip
+        ]
+    assert found == ["plugins/module_utils/_common.py:33"]

@@ -3,11 +3,12 @@ with a fake clock, a fake engine and real HTTP(S) servers on loopback (no docker
 
 from __future__ import annotations
 
-import datetime
 from types import SimpleNamespace
 
 import pytest
+from support import swarm_states as states
 from support.health_servers import ScriptedServer, make_tls
+from support.swarm_states import T0, at, task
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _health
 from ansible_collections.coopcloud.ci.plugins.module_utils._health import (
@@ -29,71 +30,27 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     TaskState,
 )
 
-UTC = datetime.UTC
-T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 COMMIT = "fa17446f2e24aa86e32a1d5771f9318b8cc80c40"
-
-
-def at(seconds: float) -> datetime.datetime:
-    return T0 + datetime.timedelta(seconds=seconds)
-
-
-def task(
-    tid: str,
-    *,
-    service: str = "s_app",
-    state: str = "running",
-    desired: str = "running",
-    slot: int = 1,
-    t: float = 2,
-    error: str = "",
-    image: str = "ccci/web:1.29",
-    health: str | None = None,
-    current: bool = True,
-) -> TaskState:
-    return TaskState(
-        id=tid,
-        service=service,
-        slot=slot,
-        state=state,
-        desired_state=desired,
-        error=error,
-        image=image,
-        created_at=at(t),
-        updated_at=at(t),
-        container_id=f"c{tid}",
-        node_id="node1",
-        current=current,
-        health=health,
-    )
 
 
 def service(
     short: str = "app",
     tasks: tuple[TaskState, ...] = (),
     *,
-    image: str = "ccci/web:1.29",
-    desired: int = 1,
     commit: str | None = COMMIT,
     updated: float = 0,
     update_state: str | None = None,
+    **more,
 ) -> ServiceState:
-    return ServiceState(
-        name=f"s_{short}",
-        short_name=short,
-        image=image,
-        replicas_desired=desired,
-        replicas_running=sum(1 for t in tasks if t.running),
-        labels={COMMIT_LABEL: commit} if commit else {},
-        updated_at=at(updated),
-        update_state=update_state,
-        update_started_at=at(updated) if update_state else None,
-        tasks=list(tasks),
-    )
+    """A service of stack ``s`` labelled with ``commit``, last updated at ``updated``."""
+    labels = {COMMIT_LABEL: commit} if commit else {}
+    started = at(updated) if update_state else None
+    return states.service(short, tasks, labels=labels, updated=updated,
+                          update_state=update_state, update_started=started, **more)  # fmt: skip
 
 
 def stack(*services: ServiceState) -> StackState:
-    return StackState(stack="s", services=list(services), observed_at=at(10))
+    return states.stack(*services, observed=10)
 
 
 def check(**kw) -> SwarmCheck:

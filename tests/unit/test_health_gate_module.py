@@ -10,6 +10,7 @@ from support.health_servers import ScriptedServer
 from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _health
+from ansible_collections.coopcloud.ci.plugins.module_utils._catalog import HealthSpec
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     COMMIT_LABEL,
     ServiceState,
@@ -214,3 +215,13 @@ def test_with_health_fills_only_what_is_not_given():
         health_gate.with_health({**params, "health": None, "wait_timeout": None})["wait_timeout"]
         == 120
     )
+    # no health mapping at all: the catalog entry's defaults, from their one home
+    bare = health_gate.with_health({**params, "health": None, "wait_timeout": None})
+    spec = HealthSpec()
+    assert (
+        bare["url"],
+        bare["status"],
+        bare["body"],
+        bare["wait_timeout"],
+        bare["wait_sleep"],
+    ) == ("http://h:1" + spec.path, list(spec.status), spec.body, spec.timeout, spec.interval)

@@ -59,6 +59,13 @@ def rows(tmp: str, not_git: str):
         ),
         ("warm_status", {"state_dir": state, "run_ids": ["zz"], "docker_root": tmp}, "run_ids:", {}),
         (
+            "forge_report",
+            {"url": "http://127.0.0.1:9", "token": "forge-token-0123", "repo": "o/r", "commit": "a" * 40,
+             "mode": "cold", "pr": 0},
+            "pull request number 0 is invalid",
+            {},
+        ),
+        (
             "disk_guard",
             {"state_dir": state, "need_bytes": -1},
             "need_bytes must be 0 or more, got -1",

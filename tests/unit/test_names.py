@@ -153,3 +153,18 @@ def test_state_dir_rules(tmp_path):
     ]:
         with pytest.raises(ValidationError, match=why):
             names.validate_state_dir(bad)
+
+
+def test_matching_returns_the_value_or_raises_one_sentence_of_the_given_kind():
+    import re
+
+    from ansible_collections.coopcloud.ci.plugins.module_utils._alerts import AlertError
+
+    pattern = re.compile(r"^[a-z]{2}$")
+    assert names.matching("ab", pattern, "code", "use two letters") == "ab"
+    for bad in ("abc", None, 12):
+        with pytest.raises(ValidationError) as caught:
+            names.matching(bad, pattern, "code", "use two letters")
+        assert str(caught.value) == f"code {bad!r} is invalid: use two letters"
+    with pytest.raises(AlertError, match=r"^code 'x' is invalid: use two letters$"):
+        names.matching("x", pattern, "code", "use two letters", AlertError)

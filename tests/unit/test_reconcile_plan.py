@@ -11,6 +11,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._release import (
     PLANS,
     PROCEED,
     Observed,
+    last_good_record,
     reconcile_decision,
     reconcile_plan,
 )
@@ -164,6 +165,8 @@ def test_the_gate_is_asked_only_with_a_version_and_no_attempt():
 def test_decision_reattach_redeploys_the_last_good_as_an_upgrade():
     decision = reconcile_decision(seen(running=GONE, healthy=False), NOOP, LATEST)
     assert decision == {
+        "record": None,
+        "record_note": "",
         "plan": "upgrade",
         "reattach": True,
         "current": "1.1.0+1.29",
@@ -184,3 +187,48 @@ def test_decision_upgrade_deploys_the_latest_and_says_a_refused_retry():
         True,
         False,
     )
+
+
+AT = "2026-12-06T12:00:00Z"
+NEWER = {**RUNS, "version": "1.1.5+1.29", "commit": C2}
+FAILED = {"version": LATEST, "at": "2026-01-01T00:00:00Z"}
+
+
+# (case, observed, gate verdict, plan, the record written first (None: none), its note)
+RECORDS = [
+    ("healthy, nothing recorded: recorded", seen(last_good=None), NOOP, "noop",
+     {"version": "1.1.0+1.29", "commit": C1, "at": AT, "attempt": None, "failed": None},
+     "recorded 1.1.0+1.29 as last-good: it runs healthy"),
+    ("healthy at the recorded version and commit: nothing", seen(), NOOP, "noop", None, ""),
+    ("healthy at another version: recorded, the refused retry kept",
+     seen(running=NEWER, last_good={**LG, "failed": FAILED}), PROCEED, "noop",
+     {"version": "1.1.5+1.29", "commit": C2, "at": AT, "attempt": None, "failed": FAILED},
+     "recorded 1.1.5+1.29 as last-good: it runs healthy"),
+    ("healthy at the recorded version, another commit: recorded",
+     seen(running={**RUNS, "commit": C2}), NOOP, "noop",
+     {"version": "1.1.0+1.29", "commit": C2, "at": AT, "attempt": None, "failed": None},
+     "recorded 1.1.0+1.29 as last-good: it runs healthy"),
+    ("not healthy: nothing", seen(running=NEWER, healthy=False), PROCEED, "upgrade", None, ""),
+    ("not deployed: nothing", seen(running=GONE, healthy=True, last_good=None), None,
+     "install", None, ""),
+    ("healthy without a commit label: nothing",
+     seen(running={**RUNS, "commit": None}, last_good=None), NOOP, "noop", None, ""),
+    ("an upgrade broke off, it did not finish: nothing",
+     seen(last_good={**LG, "attempt": {"version": LATEST, "commit": C2}}), None, "recover",
+     None, ""),
+    ("an upgrade broke off and finished: committed, its failure cleared",
+     seen(running={**RUNS, "version": LATEST, "commit": C2},
+          last_good={**LG, "failed": FAILED, "attempt": {"version": LATEST, "commit": C2}}),
+     None, "finish",
+     {"version": LATEST, "commit": C2, "at": AT, "attempt": None, "failed": None}, ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "observed, verdict, plan, record, note", [pytest.param(*c[1:], id=c[0]) for c in RECORDS]
+)
+def test_the_last_good_record_written_first(observed, verdict, plan, record, note):
+    assert reconcile_plan(observed, verdict, LATEST) == plan
+    assert last_good_record(observed, plan, AT) == (record, note)
+    decision = reconcile_decision(observed, verdict, LATEST, at=AT)
+    assert (decision["record"], decision["record_note"]) == (record, note)

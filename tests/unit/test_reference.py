@@ -337,7 +337,7 @@ def run(collections, out, *extra):
 
 @pytest.mark.slow  # runs ansible-doc over the plugins (make lint's --check does too)
 def test_generate_then_check_is_clean_and_byte_identical(fake):
-    collections, _root, out = fake
+    collections, root, out = fake
     first = run(collections, out)
     assert first.returncode == 0, first.stderr
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "alpha.md", "dots.md"]
@@ -352,6 +352,13 @@ def test_generate_then_check_is_clean_and_byte_identical(fake):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     check = run(collections, out, "--check")
     assert (check.returncode, check.stderr) == (0, "")
+    # a plugin whose DOCUMENTATION does not load: the error, and every page stays as it was
+    (root / "plugins/modules/broken.py").write_text('DOCUMENTATION = """\nmodule: [\n"""\n')
+    broken = run(collections, out)
+    assert broken.returncode == 1, broken.stdout
+    assert f"nothing written to {out}: fix the errors above" in broken.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["collections", "out"]
 
 
 @pytest.mark.slow  # runs ansible-doc over the plugins (make lint's --check does too)

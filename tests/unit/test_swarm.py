@@ -3,76 +3,24 @@
 from __future__ import annotations
 
 import datetime
+import functools
 
 import pytest
+from support import swarm_states as states
+from support.swarm_states import at, task
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _swarm as sw
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     Observation,
-    ServiceState,
     StackState,
     TaskState,
     WaitFailed,
     WaitTimeout,
 )
 
-T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
-
-
-def at(seconds: float) -> datetime.datetime:
-    return T0 + datetime.timedelta(seconds=seconds)
-
-
-def task(
-    service,
-    slot=1,
-    state="running",
-    desired="running",
-    image="ccci/web:1.29",
-    t=10,
-    error="",
-    current=True,
-    tid=None,
-):
-    return TaskState(
-        id=tid or f"{service}-{slot}-{state}-{t}",
-        service=service,
-        slot=slot,
-        state=state,
-        desired_state=desired,
-        error=error,
-        image=image,
-        created_at=at(t),
-        updated_at=at(t + 1),
-        current=current,
-    )
-
-
-def service(
-    short,
-    tasks,
-    image="ccci/web:1.29",
-    desired=1,
-    labels=None,
-    update=None,
-    stack="s_ccci_test",
-    update_started=None,
-):
-    return ServiceState(
-        name=f"{stack}_{short}",
-        short_name=short,
-        image=image,
-        replicas_desired=desired,
-        replicas_running=sum(1 for t in tasks if t.running),
-        labels=labels or {},
-        update_state=update,
-        update_started_at=update_started,
-        tasks=tasks,
-    )
-
-
-def stack(*services, name="s_ccci_test"):
-    return StackState(stack=name, services=list(services))
+#: The stack of these states is s_ccci_test; its services s_ccci_test_<short>.
+service = functools.partial(states.service, stack="s_ccci_test")
+stack = functools.partial(states.stack, name="s_ccci_test")
 
 
 # --- converged ---------------------------------------------------------------------------
@@ -80,9 +28,11 @@ def stack(*services, name="s_ccci_test"):
 
 def test_converged_multi_service_stack():
     state = stack(
-        service("app", [task("s_ccci_test_app")]),
+        service("app", [task(service="s_ccci_test_app")]),
         service(
-            "db", [task("s_ccci_test_db", image="ccci/busybox:latest")], image="ccci/busybox:latest"
+            "db",
+            [task(service="s_ccci_test_db", image="ccci/busybox:latest")],
+            image="ccci/busybox:latest",
         ),
     )
     ok, reason = sw.converged(state, since=at(0))
@@ -94,7 +44,7 @@ def test_converged_multi_service_stack():
 
 def test_rejected_task_is_not_converged_and_fails_fast_with_its_error():
     rejected = task(
-        "s_ccci_test_app",
+        service="s_ccci_test_app",
         state="rejected",
         desired="ready",
         image="ccci/web:9.99-doesnotexist",
@@ -113,9 +63,13 @@ def test_rejected_task_is_not_converged_and_fails_fast_with_its_error():
 
 def test_rejections_before_since_belong_to_an_earlier_deploy():
     old = task(
-        "s_ccci_test_app", state="rejected", desired="shutdown", t=-30, error="No such image: x"
+        service="s_ccci_test_app",
+        state="rejected",
+        desired="shutdown",
+        t=-30,
+        error="No such image: x",
     )
-    state = stack(service("app", [old, task("s_ccci_test_app", t=5)]))
+    state = stack(service("app", [old, task(service="s_ccci_test_app", t=5)]))
     assert sw.deploy_failure(state, since=at(0)) is None
     assert sw.converged(state, since=at(0))[0]
     # without `since` the old rejection counts
@@ -126,11 +80,11 @@ def test_rejections_before_since_belong_to_an_earlier_deploy():
 def test_failures_of_a_previous_spec_are_history():
     # a broken deploy, then a good one: the rejected tasks ran the broken spec
     old = [
-        task("s_ccci_test_app", state="rejected", desired="shutdown", t=-30 + i,
+        task(service="s_ccci_test_app", state="rejected", desired="shutdown", t=-30 + i,
              image="ccci/web:9.99", error="No such image: ccci/web:9.99", current=False)
         for i in range(4)
     ]  # fmt: skip
-    state = stack(service("app", [*old, task("s_ccci_test_app", t=5)]))
+    state = stack(service("app", [*old, task(service="s_ccci_test_app", t=5)]))
     assert sw.converged(state) == (True, "stack s_ccci_test converged: app 1/1 ccci/web:1.29")
     assert sw.deploy_failure(state) is None
     assert len(sw.failed_tasks(state)) == 4  # still reported as history
@@ -138,9 +92,13 @@ def test_failures_of_a_previous_spec_are_history():
 
 def test_restarting_task_tolerated_once_then_keeps_failing_is_fatal():
     first = task(
-        "s_ccci_test_app", state="failed", desired="shutdown", t=1, error="task: non-zero exit (1)"
+        service="s_ccci_test_app",
+        state="failed",
+        desired="shutdown",
+        t=1,
+        error="task: non-zero exit (1)",
     )
-    restarted = task("s_ccci_test_app", state="running", t=8)
+    restarted = task(service="s_ccci_test_app", state="running", t=8)
     state = stack(service("app", [first, restarted]))
     assert sw.converged(state, since=at(0)) == (
         True,
@@ -152,14 +110,14 @@ def test_restarting_task_tolerated_once_then_keeps_failing_is_fatal():
     # the latest task of the slot failed and nothing replaced it yet: not converged
     crashing = [
         task(
-            "s_ccci_test_app",
+            service="s_ccci_test_app",
             state="failed",
             desired="shutdown",
             t=1,
             error="task: non-zero exit (1)",
         ),
         task(
-            "s_ccci_test_app",
+            service="s_ccci_test_app",
             state="failed",
             desired="running",
             t=5,
@@ -173,7 +131,7 @@ def test_restarting_task_tolerated_once_then_keeps_failing_is_fatal():
 
     crashing.append(
         task(
-            "s_ccci_test_app",
+            service="s_ccci_test_app",
             state="failed",
             desired="running",
             t=9,
@@ -197,7 +155,7 @@ def test_replicas_short_and_pending_reason():
         image="ccci/web:1.29",
         created_at=at(3),
     )
-    state = stack(service("app", [task("s_ccci_test_app"), pending], desired=2))
+    state = stack(service("app", [task(service="s_ccci_test_app"), pending], desired=2))
     ok, reason = sw.converged(state)
     assert not ok
     assert "1/2 running" in reason
@@ -205,27 +163,27 @@ def test_replicas_short_and_pending_reason():
 
 
 def test_stale_task_of_previous_spec_is_not_converged():
-    old = task("s_ccci_test_app", image="ccci/web:1.28", t=-50)
+    old = task(service="s_ccci_test_app", image="ccci/web:1.28", t=-50)
     state = stack(service("app", [old], image="ccci/web:1.29"))
     ok, reason = sw.converged(state)
     assert not ok
     assert "previous spec (ccci/web:1.28, want ccci/web:1.29)" in reason
     # same image but an older container spec (e.g. only the env changed)
-    state = stack(service("app", [task("s_ccci_test_app", current=False)]))
+    state = stack(service("app", [task(service="s_ccci_test_app", current=False)]))
     assert not sw.converged(state)[0]
 
 
 def test_update_states():
-    running = [task("s_ccci_test_app")]
-    assert not sw.converged(stack(service("app", running, update="updating")))[0]
-    paused = stack(service("app", running, update="paused", update_started=at(2)))
+    running = [task(service="s_ccci_test_app")]
+    assert not sw.converged(stack(service("app", running, update_state="updating")))[0]
+    paused = stack(service("app", running, update_state="paused", update_started=at(2)))
     assert not sw.converged(paused, since=at(0))[0]
     assert "did not take (paused" in sw.deploy_failure(paused, since=at(0))
     # a pause from before this deploy is history
-    old_pause = stack(service("app", running, update="paused", update_started=at(-5)))
+    old_pause = stack(service("app", running, update_state="paused", update_started=at(-5)))
     assert sw.deploy_failure(old_pause, since=at(0)) is None
     assert sw.converged(old_pause, since=at(0))[0]
-    done = stack(service("app", running, update="completed"))
+    done = stack(service("app", running, update_state="completed"))
     assert sw.converged(done)[0]
 
 
@@ -448,12 +406,12 @@ def test_parse_time():
 
 def test_an_update_in_progress_quotes_the_task_that_cannot_start():
     # start-first with a host-mode port on one node: the old task runs, the new one waits
-    old = task("s_ccci_test_app", image="ccci/web:1.28", current=False, t=1)
+    old = task(service="s_ccci_test_app", image="ccci/web:1.28", current=False, t=1)
     new = task(
-        "s_ccci_test_app", state="pending", image="ccci/web:1.29", t=5,
+        service="s_ccci_test_app", state="pending", image="ccci/web:1.29", t=5,
         error="no suitable node (host-mode port already in use on 1 node)",
     )  # fmt: skip
-    svc = service("app", [old, new], image="ccci/web:1.29", update="updating")
+    svc = service("app", [old, new], image="ccci/web:1.29", update_state="updating")
     svc.update_message = "update in progress"
     ok, reason = sw.converged(stack(svc))
     assert not ok
@@ -463,11 +421,11 @@ def test_an_update_in_progress_quotes_the_task_that_cannot_start():
 
 def test_old_per_service_version_labels_count_on_app_only():
     db = service(
-        "db", [task("s_ccci_test_db")], labels={"coop-cloud.s_ccci_test.db.version": "8.0"}
+        "db", [task(service="s_ccci_test_db")], labels={"coop-cloud.s_ccci_test.db.version": "8.0"}
     )
     assert sw.deployed_version(stack(db)) is None  # the db image's tag, not the recipe's
     app = service(
-        "app", [task("s_ccci_test_app")],
+        "app", [task(service="s_ccci_test_app")],
         labels={"coop-cloud.s_ccci_test.app.version": "1.2.0+5.8-6c8b33e3"},
     )  # fmt: skip
     assert sw.deployed_version(stack(db, app)) == "1.2.0+5.8"
