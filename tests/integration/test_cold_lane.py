@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import ROOT, dump, run_module, run_playbook
-from support.fixtures import init_state, remove_stack_everything
+from support.fixtures import GREEN_COLD_STAGES, init_state, remove_stack_everything
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     cold_domain,

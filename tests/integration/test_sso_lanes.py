@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import ROOT, dump, run_module, run_playbook
-from support.fixtures import free_port, init_state
+from support.fixtures import GREEN_COLD_STAGES, free_port, init_state
 from support.keycloak_double import KeycloakDouble
 from support.sso_recipe import make_sso_site
 
