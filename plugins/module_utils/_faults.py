@@ -22,16 +22,23 @@ A point that a play passes more than once (every deploy passes ``deploy.converge
 chosen by its occurrence: ``CCCI_PAUSE_AT=deploy.converged@2`` pauses the second time any
 process of the play reaches it (the passes are counted in ``$CCCI_PAUSE_DIR/<name>.count``,
 one byte appended per pass). The marker is then ``<name>@2.reached``.
+
+Events for tests: with ``CCCI_EVENT_LOG=<file>`` set, :func:`event` appends one JSON line
+per call (``event``, ``pid``, ``at`` as ``time.time()``, and the caller's fields). The
+reliability battery gives each play its own file and reads when each process of a run
+worked on a recipe and when each run held its lock (tests/reliability/test_kills.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 ENV_AT = "CCCI_PAUSE_AT"
 ENV_DIR = "CCCI_PAUSE_DIR"
 ENV_TIMEOUT = "CCCI_PAUSE_TIMEOUT"
+ENV_EVENTS = "CCCI_EVENT_LOG"
 
 #: Every checkpoint name the collection uses, so tests can iterate over them.
 POINTS: dict[str, str] = {}
@@ -94,3 +101,16 @@ def _pause(name: str) -> None:
                 f"test crash point {name!r} waited {timeout:g}s for {marker} to be deleted"
             )
         time.sleep(0.02)
+
+
+def event(name: str, **fields: object) -> None:
+    """Append one event line to ``$CCCI_EVENT_LOG`` when it is set; otherwise return."""
+    path = os.environ.get(ENV_EVENTS)
+    if not path:
+        return
+    line = json.dumps({"event": name, "pid": os.getpid(), "at": time.time(), **fields})
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)

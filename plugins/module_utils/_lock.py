@@ -21,9 +21,17 @@ process exits. It is an **owner file** instead:
   few system calls of that step (the kernel releases it if the process dies). This closes
   the classic stale-break race where two contenders both judge the old owner dead and the
   second removes the lock the first just took.
-* A holder is **stale** when it was recorded on this host and its process is gone (no such
-  pid, a zombie, a different start time or another boot). A stale holder is broken, and
-  the broken record is returned so the caller logs it. A holder recorded on another host
+* A holder is **stale** when it was recorded on this host, its process is gone (no such
+  pid, a zombie, a different start time or another boot) **and** no process of its run
+  still works on the recipe. The owner process dying does not end the run's work: Ansible's
+  workers call ``setsid()``, so a module survives a SIGKILL to ``ansible-playbook`` alone
+  and goes on to its end. Every module that changes a canonical therefore holds a shared
+  ``flock`` on the recipe's folder (the work lock, ``RecipePaths.work``) for its whole
+  life (:func:`working`); the kernel drops it when that process ends, however it ends.
+  While the owner is gone but the work lock is held, the holder is *orphaned*: not stale, and an
+  acquirer waits for the orphan's work to end (bounded by its timeout) and says so
+  (``LockInfo.orphan_wait``). A stale holder is broken, and the broken record is returned
+  so the caller logs it. A holder recorded on another host
   is never judged stale: its process cannot be seen from here; ``force`` takes it.
 * A lock file that is not a valid owner record (empty, truncated, hand-edited) is stale
   only once it is older than a grace period (``corrupt_grace``), and is never released by
@@ -106,6 +114,9 @@ class LockInfo:
     waited: float
     broken: dict[str, Any] | None = None
     changed: bool = True
+    #: Seconds of ``waited`` spent on a holder whose owner was gone while a process of its
+    #: run still worked on the recipe (held the work lock).
+    orphan_wait: float = 0.0
 
 
 # ---------------------------------------------------------------------------- processes
@@ -176,6 +187,19 @@ def _cmdline(pid: int) -> list[str]:
 def _is_owner_program(argv: list[str]) -> bool:
     # `ansible-playbook ...` or `/venv/bin/python /venv/bin/ansible-playbook ...`
     return any(os.path.basename(arg) in _OWNER_PROGRAMS for arg in argv[:2])
+
+
+def ancestors(pid: int | None = None) -> list[int]:
+    """``pid`` (default: this process) and its parents, nearest first, up to pid 1."""
+    pid = os.getpid() if pid is None else pid
+    chain: list[int] = []
+    while pid > 1 and pid not in chain:
+        chain.append(pid)
+        stat = _proc_stat(pid)
+        if stat is None:
+            break
+        pid = stat[1]
+    return chain
 
 
 def find_owner_pid(start_pid: int | None = None) -> int | None:
@@ -285,7 +309,7 @@ class AppLock:
         except ValidationError as exc:
             raise LockError(str(exc)) from None
         self.state_dir, self.recipe = paths.state_dir, paths.recipe
-        self.directory, self.path = paths.directory, paths.lock
+        self.directory, self.path, self.work_path = paths.directory, paths.lock, paths.work
         self.guard_path = os.path.join(self.directory, GUARD_NAME)
         self.corrupt_grace = corrupt_grace
 
@@ -316,7 +340,30 @@ class AppLock:
         }
 
     def is_stale(self, holder: dict[str, Any] | None) -> bool:
-        """True when the holder's process is certainly gone (see the module docstring)."""
+        """True when the holder's process is certainly gone and no process of its run still
+        works on the recipe (see the module docstring)."""
+        return self.owner_gone(holder) and not self.work_busy()
+
+    def orphaned(self, holder: dict[str, Any] | None) -> bool:
+        """True when the holder's owner is gone but a process still holds the work lock."""
+        return self.owner_gone(holder) and self.work_busy()
+
+    def work_busy(self) -> bool:
+        """True while some process holds the recipe's work lock (:func:`working`)."""
+        try:
+            fd = os.open(self.work_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's flock
+        return False
+
+    def owner_gone(self, holder: dict[str, Any] | None) -> bool:
+        """True when the holder's owner process is certainly gone."""
         if holder is None:
             return False
         if holder.get("corrupt"):
@@ -329,6 +376,26 @@ class AppLock:
             return True
         start = holder.get("start")
         return not process_alive(holder["pid"], start if isinstance(start, int) else None)
+
+    def check_ours(self, holder: dict[str, Any] | None, run_id: str | None) -> None:
+        """Raise :class:`LockError` when a live run other than this process's holds the lock.
+
+        This process's run: ``run_id``, or the owner pid among this process's ancestors.
+        """
+        if (
+            holder is not None
+            and not holder.get("corrupt")
+            and holder.get("host") == host_name()
+            and (run_id is None or holder.get("run_id") != run_id)
+            and holder.get("pid") not in ancestors()
+            and not self.owner_gone(holder)
+        ):
+            raise LockError(
+                f"refusing to change the canonical of {self.recipe}: its lock is held by "
+                f"{describe(holder)}, not by this run"
+                + (f" {run_id}" if run_id else "")
+                + "; this process's play is gone or never took the lock"
+            )
 
     def _owns(self, holder: dict[str, Any] | None, run_id: str) -> bool:
         return bool(holder) and not holder.get("corrupt") and holder.get("run_id") == run_id
@@ -465,25 +532,45 @@ class AppLock:
         record = self.new_record(run_id, owner_pid=owner_pid, play=play)
         began = time.monotonic()
         deadline = began + timeout
+        orphan_since: float | None = None
+        orphan_wait = 0.0
         while True:
             got, holder, broken = self.try_acquire(record, force=force)
-            waited = round(time.monotonic() - began, 3)
+            now = time.monotonic()
+            if orphan_since is not None:
+                orphan_wait += now - orphan_since
+                orphan_since = None
+            waited = round(now - began, 3)
             if got:
+                _faults.event("lock-taken", recipe=self.recipe, run_id=run_id)
                 _faults.checkpoint(P_TAKEN)
                 return LockInfo(
                     holder=holder or record,
                     waited=waited,
                     broken=broken,
                     changed=holder is record,
+                    orphan_wait=round(orphan_wait, 3),
                 )
+            orphan = self.orphaned(holder)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LockTimeout(self.timeout_message(holder, waited), holder, waited)
+                message = self.timeout_message(holder, waited, orphan=orphan)
+                raise LockTimeout(message, holder, waited)
+            if orphan:
+                orphan_since = time.monotonic()
+            _faults.event("lock-wait", recipe=self.recipe, run_id=run_id, orphan=orphan)
             time.sleep(min(poll, left))
 
-    def timeout_message(self, holder: dict[str, Any] | None, waited: float) -> str:
+    def timeout_message(
+        self, holder: dict[str, Any] | None, waited: float, orphan: bool = False
+    ) -> str:
         message = f"{self.recipe} is locked by {describe(holder)}; waited {waited:g} s"
-        if holder and holder.get("corrupt"):
+        if orphan:
+            message += (
+                " (its play is gone, but a process of that run still works on the recipe: it "
+                f"holds a flock on {self.work_path}; the lock is free once that process ends)"
+            )
+        elif holder and holder.get("corrupt"):
             message += (
                 f" (the lock file {self.path} is not a valid owner record; it counts as stale "
                 f"once {self.corrupt_grace:g} s old, or release it with force)"
@@ -519,6 +606,42 @@ class AppLock:
                 f"{describe(holder)}, not by run {run_id}; use force to release it anyway"
             )
         return True
+
+
+@contextlib.contextmanager
+def working(state_dir: str, recipe: str, run_id: str | None = None):
+    """Hold the recipe's work lock for the life of a module that changes its canonical.
+
+    A shared ``flock`` on ``RecipePaths.work`` (the recipe's folder: nothing is written), taken before the first change and dropped
+    by the kernel when this process ends, however it ends: while it is held the recipe's
+    lock is never judged stale (:meth:`AppLock.is_stale`), so a run whose
+    ``ansible-playbook`` died cannot be overtaken by the next run while this module still
+    works. Then, under the lock's guard, the safe point of an orphan: when the lock is held
+    by a live run that is not this process's (neither ``run_id`` nor an ancestor process),
+    this process's play is gone and another run took over, so nothing is touched
+    (:class:`LockError`). With no lock at all (a module used outside a locked play, or no
+    recipe folder yet: then nothing is held and nothing created), or a dead holder (this
+    run's own, or an operator's way back after a crash), work goes on.
+    """
+    lock = AppLock(state_dir, recipe)
+    if not os.path.isdir(lock.directory):
+        # no recipe folder: no lock to keep (the work fails, or makes the first state)
+        yield
+        return
+    fd = os.open(lock.work_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    started = False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if lock.holder() is not None:  # published whole (link): a read without the guard
+            with lock._guard():
+                lock.check_ours(lock.holder(), run_id)
+        _faults.event("work-start", recipe=recipe, run_id=run_id)
+        started = True
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+        if started:
+            _faults.event("work-end", recipe=recipe, run_id=run_id)
 
 
 def list_locks(state_dir: str, corrupt_grace: float = CORRUPT_GRACE) -> list[dict[str, Any]]:

@@ -77,6 +77,14 @@ class RecipePaths:
         return os.path.join(self.directory, LOCK_NAME)
 
     @property
+    def work(self) -> str:
+        """What the work lock is taken on: the recipe's folder itself. Every process changing
+        the recipe's canonical holds a shared ``flock`` on it for its whole life
+        (``_lock.working``), so the lock is never judged stale while one still runs; a lock
+        on the directory writes nothing, so a refused change leaves the state as it was."""
+        return self.directory
+
+    @property
     def secrets(self) -> str:
         """The recipe's secrets key (``secrets/key``, :mod:`._secretkey`): root only."""
         return os.path.join(self.directory, "secrets")

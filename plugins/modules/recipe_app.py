@@ -134,6 +134,10 @@ options:
         every app of the recipe deployed with it gets the same values. The lanes set it
         for recipes with a canonical, whose data a green cold app initialises with them
         (see docs/canonicals.md). O(secrets) still win.
+      - When set and the app is the recipe's canonical (O(domain) C(warm-<recipe>.<suffix>),
+        as the quick lane's upgrade deploys it), a change holds the recipe's work lock (a
+        C(flock) on C(<secrets_state_dir>/<recipe>/)) for the life of the task, so the recipe's
+        lock is not judged stale while it works (see M(coopcloud.ci.warm_lock)).
     type: path
   recipes_dir:
     description:
@@ -377,6 +381,8 @@ diff:
     after: {state: deployed, version: 1.1.0+1.29, commit: fa17446f2e24aa86e32a1d5771f9318b8cc80c40}
 """
 
+from contextlib import nullcontext
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._app import RecipeApp
@@ -390,8 +396,19 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
     get_driver,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._lock import working
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_recipe
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import SwarmError
+
+
+def _canonical_work(params: dict, check: bool):
+    """The hold of the recipe's work lock when this task changes the recipe's canonical."""
+    recipe, domain, state_dir = params["recipe"], params["domain"], params["secrets_state_dir"]
+    if check or not (recipe and state_dir) or "." not in domain:
+        return nullcontext()
+    if domain != f"warm-{recipe}.{domain.split('.', 1)[1]}":
+        return nullcontext()
+    return working(state_dir, recipe)
 
 
 def main() -> None:
@@ -437,7 +454,8 @@ def main() -> None:
             driver=get_driver(params["driver"]),
         )  # fmt: skip
         try:
-            return app.run()
+            with _canonical_work(params, module.check_mode):
+                return app.run()
         except SwarmError as exc:
             # a swarm failure names the app, and returns what the task did before it
             seen["partial"] = {**app.result, "changed": bool(exc.cmd) or app.result["changed"]}

@@ -274,6 +274,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     state_dir_spec,
     state_spec,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._lock import working
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     stack_name,
@@ -350,10 +351,14 @@ class VolumeSnapshot:
         state = self.p["state"]
         if state in ("present", "restored") and not self.p["domain"]:
             raise SnapshotError(f"state is {state} but domain is missing")
-        # info only reads (a crash's leftovers stay for the next changing call to clear)
-        if state != "info" and not self.check and os.path.isdir(self.store.base):
-            self.recovered = self.store.recover()
-        return getattr(self, f"state_{state}")()
+        if state == "info" or self.check:
+            # info only reads (a crash's leftovers stay for the next changing call to clear)
+            return getattr(self, f"state_{state}")()
+        # a change holds the recipe's work lock for this process's life (docs/reliability.md)
+        with working(self.store.state_dir, self.p["recipe"]):
+            if os.path.isdir(self.store.base):
+                self.recovered = self.store.recover()
+            return getattr(self, f"state_{state}")()
 
     def state_info(self) -> dict:
         manifest, digest = self._before()

@@ -441,6 +441,8 @@ elapsed:
   sample: 2.315
 """
 
+from contextlib import nullcontext
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._appenv import AppEnvError
@@ -462,6 +464,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     DEFAULT_DEPLOY_TIMEOUT,
     get_driver,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._lock import working
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import TransitionError
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateError
@@ -536,8 +539,11 @@ def main() -> None:
             p["state_dir"], p["recipe"], domain_suffix=p["domain_suffix"],
             driver=get_driver(p["driver"]), wait_timeout=p["wait_timeout"],
         )  # fmt: skip
+        # a change holds the recipe's work lock for this process's life (docs/reliability.md)
+        changes = p["state"] != "info" and not module.check_mode
         try:
-            return run(module, canonical)
+            with working(p["state_dir"], p["recipe"], p["run_id"]) if changes else nullcontext():
+                return run(module, canonical)
         except OWN_ERRORS:
             raise
         except CcciError as exc:

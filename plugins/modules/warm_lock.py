@@ -31,6 +31,18 @@ description:
     here; if that run is gone, take or release it with O(force=true).
   - A lock file that is not a valid owner record (empty or hand-edited) counts as stale
     only once it is older than O(corrupt_grace) seconds.
+  - The owner process dying does not end its run's work. Ansible's workers call
+    C(setsid()), so the module a play was running when C(ansible-playbook) alone was
+    killed (C(kill -9), the OOM killer, a cancelled CI step) goes on to its end. Every
+    task that changes a canonical (M(coopcloud.ci.warm_canonical),
+    M(coopcloud.ci.volume_snapshot), M(coopcloud.ci.recipe_app) on the canonical) holds a
+    shared C(flock) on the recipe's folder C(<state_dir>/<recipe>/) (the work lock; nothing
+    is written) for its whole life, released by the kernel however it ends. A holder whose
+    owner is gone while the work lock is held is
+    B(orphaned), not stale; V(acquired) waits for the orphan's work to end (within
+    O(timeout)), reports the wait in RV(orphan_wait) and as a warning, and only then
+    breaks the lock. A task of the orphaned run that starts after another run took the
+    lock changes nothing and fails.
   - V(released) removes the lock only when O(run_id) holds it; releasing a lock that is
     gone is V(ok); releasing another run's lock fails unless O(force=true).
   - V(info) reports the holder and whether it is stale, and changes nothing.
@@ -195,8 +207,17 @@ broken:
     pid: 39001
     host: ci
     since: "2026-11-27T03:00:00Z"
+orphan_wait:
+  description:
+    - Seconds of RV(waited) spent on a holder whose owner process was gone while a task
+      of its run still worked on the recipe (held the work lock on C(<state_dir>/<recipe>/)).
+  returned: always
+  type: float
+  sample: 8.4
 stale:
-  description: Whether RV(holder) is stale (its process is gone). V(false) when unlocked.
+  description:
+    - Whether RV(holder) is stale (its process is gone and no task of its run still works
+      on the recipe). V(false) when unlocked.
   returned: always
   type: bool
   sample: false
@@ -246,6 +267,7 @@ def _acquire(module: AnsibleModule, lock: AppLock, params: dict) -> dict:
             "changed": changed,
             "holder": holder,
             "waited": 0.0,
+            "orphan_wait": 0.0,
             "broken": broken,
             "diff": {"before": {"holder": holder}, "after": {"holder": after}},
         }
@@ -258,12 +280,18 @@ def _acquire(module: AnsibleModule, lock: AppLock, params: dict) -> dict:
         play=params["play"],
         force=params["force"],
     )
+    if info.orphan_wait:
+        module.warn(
+            f"the play of the run holding the lock of {lock.recipe} was gone, but a task of it "
+            f"still worked on the recipe: waited {info.orphan_wait:g} s for it to end"
+        )
     if info.broken is not None:
         module.warn(f"broke the lock of {lock.recipe} held by {describe(info.broken)}")
     return {
         "changed": info.changed,
         "holder": info.holder,
         "waited": info.waited,
+        "orphan_wait": info.orphan_wait,
         "broken": info.broken,
         "diff": {"before": {"holder": before}, "after": {"holder": info.holder}},
     }
@@ -280,6 +308,7 @@ def _release(module: AnsibleModule, lock: AppLock, params: dict) -> dict:
         "released": released,
         "holder": holder,
         "waited": 0.0,
+        "orphan_wait": 0.0,
         "broken": None,
         "diff": {"before": {"holder": holder}, "after": {"holder": None}},
     }
@@ -297,7 +326,10 @@ def lock_work(module: AnsibleModule) -> dict:
             result = _release(module, lock, params)
         else:
             holder = lock.holder()
-            result = {"changed": False, "holder": holder, "waited": 0.0, "broken": None}
+            result = {
+                "changed": False, "holder": holder, "waited": 0.0, "orphan_wait": 0.0,
+                "broken": None,
+            }  # fmt: skip
     except LockTimeout as exc:
         exc.facts["lock_path"] = lock.path
         raise

@@ -112,6 +112,7 @@ def _warm_blocks() -> dict[str, str]:
     from ansible_collections.coopcloud.ci.plugins.module_utils._faults import POINTS
     from reliability import test_concurrency as conc
     from reliability import test_crashes as crash
+    from reliability import test_kills as kills
     from reliability import test_secrets as sec
 
     plays = {
@@ -163,6 +164,18 @@ def _warm_blocks() -> dict[str, str]:
             for name, recipe, ref, verdict in conc.RUNS
         ],
     )
+    out["kills"] = _rows(
+        ["case", "what was tried", "what held"],
+        [[case, f"{plays[kind]} of {recipe}, paused at `{point}` "
+          f"({POINTS[point.split('@')[0]]}); " + KILLS[kill]
+          + f"; at once a second run: {SECOND[second]}",
+          "the second run took the lock only after every hold of the work lock by the first "
+          "run's processes had ended" + HELD[kill] + "; no process of the first run left; "
+          + ("canonical at rest, trees = the known-good (the promotion "
+             + ("the second run made" if second == "cold" else "the orphan completed") + ")"
+             if kind == "promote" else "canonical at rest, trees = the known-good, unmoved")]
+         for case, recipe, kind, point, kill, second in kills.CASES],
+    )  # fmt: skip
     out["secrets"] = _rows(
         ["lane", "started through", "what held"],
         [
@@ -182,6 +195,26 @@ def _warm_blocks() -> dict[str, str]:
         ],
     )
     return out
+
+
+KILLS = {
+    "playbook": "SIGKILL to `ansible-playbook` alone (its module survives: Ansible's workers "
+    "`setsid()`)",
+    "shell-closed": "Drone cancel (the step from `docs/drone.example.yml`): SIGKILL to the "
+    "step's `/bin/sh` only, the output's read end closed",
+    "shell-unread": "Drone cancel (the step from `docs/drone.example.yml`): SIGKILL to the "
+    "step's `/bin/sh` only, the output left unread in a full pipe",
+}
+SECOND = {"quick": "`quick.yml` at the previous tag, PASS",
+          "cold": "`cold.yml` at the latest tag, PASS (promotes)"}  # fmt: skip
+HELD = {
+    "playbook": " (it waited for the orphan: `lock-wait` with `orphan`, and its record says "
+    "so), then broke the dead run's lock",
+    "shell-closed": " (the owner alive: the orphaned play ran on to its end, verdict PASS, "
+    "and gave the lock back)",
+    "shell-unread": " (the owner alive: the orphaned play ran on to its end, verdict PASS, "
+    "and gave the lock back)",
+}
 
 
 def render(text: str) -> str:

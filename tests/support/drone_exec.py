@@ -27,7 +27,11 @@ our pipeline:
 - ``engine/exec.go`` ``Run``: ``exec.Command`` with exactly that environment (nothing
   else of the runner's), stdout and stderr into the step's log; ``Destroy`` removes the
   build root, ``HOME`` and workspace included, after the build; a cancel kills the step's
-  shell process only (``cmd.Process.Kill``), not its children.
+  shell process only (``cmd.Process.Kill``), not its children, and ``Run`` returns at once:
+  nobody reads the step's output any more. Go's ``exec`` copies it from a pipe into the
+  log writer; once that writer is closed the copy ends and the pipe's read end is closed
+  (the writers then get SIGPIPE), and a writer that blocks leaves the pipe full. Both are
+  emulated (:func:`run_build` ``cancel`` and ``cancel_output``).
 - ``runtime/execer.go``: exit code 78 skips every step still pending and the build passes;
   a failing step fails the build unless it has ``failure: ignore``; after a failure the
   steps that run on success are skipped.
@@ -43,9 +47,12 @@ import json
 import os
 import re
 import secrets
+import select
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,17 +89,19 @@ def slug(name: str) -> str:
 @dataclass
 class StepResult:
     name: str
-    state: str  # success | failure | skipped
+    state: str  # success | failure | skipped | killed
     exit_code: int | None
     log: str
 
 
 @dataclass
 class BuildResult:
-    status: str  # success | failure
+    status: str  # success | failure | killed
     steps: list[StepResult] = field(default_factory=list)
     root: Path | None = None  # removed after the build
     envs: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: read ends of cancelled steps' output left open (``cancel_output="unread"``)
+    unread: list[Any] = field(default_factory=list)
 
     def step(self, name_start: str) -> StepResult:
         found = [s for s in self.steps if s.name.startswith(name_start)]
@@ -174,8 +183,17 @@ def run_build(
     host_env: dict[str, str] | None = None,
     tmp_root: str | None = None,
     timeout: float = 1800,
+    cancel: threading.Event | None = None,
+    cancel_output: str = "closed",
+    on_step: Any = None,
 ) -> BuildResult:
-    """Run ``build`` (a Drone build as the API returns it, with ``params``) of ``repo``."""
+    """Run ``build`` (a Drone build as the API returns it, with ``params``) of ``repo``.
+
+    ``cancel`` set while a step runs cancels the build as the runner does: SIGKILL to the
+    step's shell only, its output no longer read - ``cancel_output`` ``closed`` (the read
+    end closed: writers get SIGPIPE) or ``unread`` (left open and full until the build's
+    result is returned). ``on_step(name, proc)`` is called as each step's shell starts.
+    """
     host_env = dict(os.environ if host_env is None else host_env)
     drone_vars = build_environ(build, repo, link_base)
     params = {k: str(v) for k, v in (build.get("params") or {}).items()}
@@ -227,18 +245,26 @@ def run_build(
             path.write_text(script(step.get("commands") or []))
             path.chmod(0o700)
             result.envs[name] = env
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 ["/bin/sh", "-e", str(path)],
                 cwd=src,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                text=True,
-                timeout=timeout,
             )
+            if on_step is not None:
+                on_step(name, proc)
+            output = _Output(proc.stdout)
+            if _wait_step(proc, output, timeout, cancel, cancel_output):
+                result.steps.append(StepResult(name, "killed", None, output.text()))
+                result.status = "killed"
+                if cancel_output == "unread":
+                    result.unread.append(proc.stdout)
+                skip_rest = True
+                continue
             ignore = str(step.get("failure", "")).lower() == "ignore"
             state = "success" if proc.returncode in (0, 78) else "failure"
-            result.steps.append(StepResult(name, state, proc.returncode, proc.stdout))
+            result.steps.append(StepResult(name, state, proc.returncode, output.text()))
             if proc.returncode == 78:
                 skip_rest = True
             elif state == "failure" and not ignore:
@@ -246,6 +272,48 @@ def run_build(
     finally:
         shutil.rmtree(root, ignore_errors=True)  # engine.Destroy
     return result
+
+
+class _Output:
+    """The step's output, copied from its pipe (Go's exec: a goroutine into the log)."""
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.chunks, self.stopped = pipe, [], threading.Event()
+        self.thread = threading.Thread(target=self._copy, daemon=True)
+        self.thread.start()
+
+    def _copy(self) -> None:
+        fd = self.pipe.fileno()
+        while not self.stopped.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                self.chunks.append(chunk)
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", "replace")
+
+
+def _wait_step(proc, output: _Output, timeout: float, cancel, cancel_output: str) -> bool:
+    """Wait for the step: its shell's exit and the end of its output. True when cancelled."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None or output.thread.is_alive():
+        if cancel is not None and cancel.is_set():
+            proc.kill()  # engine/exec.go: cmd.Process.Kill(), the shell only
+            proc.wait()
+            output.stopped.set()  # Run returns: nobody reads the output any more
+            output.thread.join()
+            if cancel_output == "closed":
+                proc.stdout.close()
+            return True
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(0.05)
+    proc.stdout.close()
+    return False
 
 
 _ADAPT_RE = re.compile(r"^(\s*)([A-Z_]+): (\S+)( # adapt\b.*)$")

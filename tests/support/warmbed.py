@@ -86,6 +86,28 @@ def play_env(**more: str) -> dict[str, str]:
     return env
 
 
+def processes_with(tag: str, exclude: tuple[str, ...] = ()) -> list[int]:
+    """Live (not zombie) processes whose environment holds ``tag`` (``NAME=value``), but
+    for those whose command name is in ``exclude``."""
+    wanted = tag.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                env = handle.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            continue
+        state = raw.rsplit(b")", 1)[1].split()[0]
+        name = raw[raw.find(b"(") + 1 : raw.rfind(b")")].decode(errors="replace")
+        if wanted in env and state != b"Z" and name not in exclude:
+            found.append(int(entry))
+    return sorted(found)
+
+
 @dataclass
 class Play:
     """One ``ansible-playbook`` in a session (process group) of its own."""
@@ -127,21 +149,7 @@ class Play:
         ``ansible-playbook``'s process group; the environment they inherit finds them."""
         if self.pause_dir is None:
             return [self.proc.pid] if self.proc.poll() is None else []
-        tag = f"CCCI_PAUSE_DIR={self.pause_dir}".encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as handle:
-                    env = handle.read().split(b"\0")
-                with open(f"/proc/{entry}/stat", "rb") as handle:
-                    state = handle.read().rsplit(b")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if tag in env and state != b"Z":
-                found.append(int(entry))
-        return sorted(found)
+        return processes_with(f"CCCI_PAUSE_DIR={self.pause_dir}")
 
     def kill(self) -> None:
         """SIGKILL the whole play: ansible-playbook's process group and every other process

@@ -455,3 +455,88 @@ def test_describe_reads_like_a_sentence():
         )
         == "run a1b2c3 (pid 123 on host x, since 2026-01-01T00:00:00Z)"
     )
+
+
+# -- the work lock: a dead owner's run may still work (issue 15, item 1) -----------------
+
+HOLD_WORK = """
+import os, sys, time
+sys.path.insert(0, {collections!r})
+from ansible_collections.coopcloud.ci.plugins.module_utils import _lock
+with _lock.working({state_dir!r}, "custom-html", run_id="dead00"):
+    open({ready!r}, "w").close()
+    time.sleep({seconds})
+"""
+
+
+def hold_work(lock: AppLock, tmp_path: Path, seconds: float) -> subprocess.Popen:
+    """Another process working on the recipe, as an orphaned module does, for ``seconds``."""
+    ready = tmp_path / "holding"
+    code = HOLD_WORK.format(collections=COLLECTIONS, state_dir=lock.state_dir,
+                            ready=str(ready), seconds=seconds)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    for _ in range(200):
+        if ready.exists():
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the holder never took the work lock")
+
+
+def test_a_dead_owner_whose_run_still_works_is_waited_for_then_broken(lock, tmp_path):
+    old = plant(lock, run_id="dead00", pid=dead_pid(), start=12345)
+    worker = hold_work(lock, tmp_path, 1.5)
+    try:
+        holder = lock.holder()
+        assert lock.orphaned(holder) and not lock.is_stale(holder)
+        assert [e["stale"] for e in list_locks(lock.state_dir)] == [False]
+        # a short wait ends naming the orphan and the work lock
+        with pytest.raises(LockTimeout) as caught:
+            lock.acquire("a1b2c3", timeout=0.2, poll=0.05, owner_pid=ME)
+        assert "run dead00" in str(caught.value)
+        assert "its play is gone, but a process of that run still works" in str(caught.value)
+        assert lock.work_path in str(caught.value)
+        # a longer one gets the lock once the orphan's work ended, and says how long
+        info = lock.acquire("a1b2c3", timeout=30, poll=0.05, owner_pid=ME)
+        assert worker.wait(10) == 0  # its work ended (it held the file to the end)
+        assert info.broken == old and info.changed
+        assert 0.5 < info.orphan_wait <= info.waited
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_work_is_refused_when_another_live_run_holds_the_lock(lock, tmp_path):
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        plant(lock, run_id="0ther0", pid=sleeper.pid, start=_lock.process_start(sleeper.pid))
+        refused = "refusing to change the canonical of custom-html: its lock is held by run 0ther0"
+        with (
+            pytest.raises(LockError, match=refused),
+            _lock.working(lock.state_dir, "custom-html", run_id="a1b2c3"),
+        ):
+            raise AssertionError("worked under another run's lock")
+        assert not lock.work_busy()  # the refused work holds nothing
+        # the holder's own run works; so does any run once its owner is dead
+        with _lock.working(lock.state_dir, "custom-html", run_id="0ther0"):
+            assert lock.work_busy() and not lock.is_stale(lock.holder())
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with _lock.working(lock.state_dir, "custom-html", run_id="a1b2c3"):
+        assert lock.orphaned(lock.holder())
+    assert lock.is_stale(lock.holder())
+
+
+def test_work_without_a_lock_or_a_state_dir_goes_on_and_writes_nothing(lock, tmp_path):
+    os.makedirs(lock.directory)
+    before = os.stat(lock.directory).st_mtime_ns
+    with _lock.working(lock.state_dir, "custom-html"):  # this process: an ancestor of itself
+        assert lock.work_busy()
+    assert not lock.work_busy()
+    # the work lock is a flock on the recipe's folder: nothing written there
+    assert os.listdir(lock.directory) == [] and os.stat(lock.directory).st_mtime_ns == before
+    missing = tmp_path / "no-state"
+    with _lock.working(str(missing), "custom-html"):
+        pass
+    assert not missing.exists()
