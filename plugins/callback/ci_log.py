@@ -29,6 +29,12 @@ description:
   - "A C(set_fact) of C(ccci_log_follow: <file>) makes the new lines of that file be
     printed while the next tasks run (the sweep's child cold runs write their log there
     through E(ANSIBLE_LOG_PATH))."
+  - "Progress of long steps: before the first task the callback names a fresh progress
+    file in E(CCCI_PROGRESS_FILE), which the modules it starts on the controller inherit;
+    a module doing a long step (snapshot, extract, verify, a wait for a deploy) appends
+    JSON lines to it, and the callback prints each new one (C(... <what>: <done> of
+    <total> (<pct> %), <rate>/s)) within a second, so a long step shows a line at least
+    every 5 s. A task that prints progress gets no C(still running) line."
 options:
   progress_interval:
     description:
@@ -42,15 +48,20 @@ options:
         key: progress_interval
 """
 
+import contextlib
 import json
 import os
 import re
+import tempfile
 import threading
 import time
 
 from ansible.playbook.block import Block
 from ansible.playbook.task_include import TaskInclude
 from ansible.plugins.callback import CallbackBase
+
+from ansible_collections.coopcloud.ci.plugins.module_utils._progress import ENV as PROGRESS_ENV
+from ansible_collections.coopcloud.ci.plugins.module_utils._progress import read_lines
 
 VERDICT = re.compile(r"^(COLD|QUICK) VERDICT:")
 INDENT = "       "
@@ -117,6 +128,8 @@ class CallbackModule(CallbackBase):
         self._ticker = None
         self._following = None  # a file whose new lines are printed while tasks run
         self._offsets: dict[str, int] = {}
+        self._progress = None  # the progress file the modules append to (CCCI_PROGRESS_FILE)
+        self._progress_lock = threading.Lock()  # the ticker and the main thread both read it
 
     # ---- output --------------------------------------------------------------------
     def _say(self, line: str) -> None:
@@ -154,6 +167,8 @@ class CallbackModule(CallbackBase):
             name, started, follow, key = running
             if follow:
                 self._follow(follow)
+            if self._print_progress():
+                next_at = (key, time.monotonic() + interval)
             if not interval:
                 continue
             if next_at is None or next_at[0] != key:
@@ -183,7 +198,42 @@ class CallbackModule(CallbackBase):
             if text.strip():
                 self._say(f"{INDENT}| {text}")
 
+    def _print_progress(self) -> bool:
+        """Print the progress lines the modules appended since the last look."""
+        with self._progress_lock:
+            path = self._progress
+            if path is None:
+                return False
+            texts, self._offsets[path] = read_lines(path, self._offsets.get(path, 0))
+            if not texts:
+                return False
+            self._flush_step()
+            for text in texts:
+                self._say(f"{INDENT}... {text}")
+            return True
+
+    def _open_progress(self) -> None:
+        """Name a fresh progress file for the modules this process starts (see DOCUMENTATION)."""
+        try:
+            fd, path = tempfile.mkstemp(prefix="ccci-progress-", suffix=".jsonl")
+            os.close(fd)
+        except OSError:
+            return
+        self._progress = path
+        os.environ[PROGRESS_ENV] = path
+
+    def _close_progress(self) -> None:
+        self._print_progress()
+        with self._progress_lock:
+            path, self._progress = self._progress, None
+        if path is not None:
+            if os.environ.get(PROGRESS_ENV) == path:
+                del os.environ[PROGRESS_ENV]
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
     def v2_playbook_on_start(self, playbook):
+        self._open_progress()
         self._ticker = threading.Thread(target=self._tick, name="ci_log-progress", daemon=True)
         self._ticker.start()
 
@@ -205,6 +255,7 @@ class CallbackModule(CallbackBase):
             if self._running[2]:
                 self._follow(self._running[2])
             self._running = None
+        self._print_progress()
 
     def v2_runner_on_skipped(self, result):
         self._finished(result)
@@ -290,6 +341,7 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_stats(self, stats):
         self._stop.set()
+        self._close_progress()
         self._flush_step()
         if self._record:
             self._say(f"record: {self._record}")

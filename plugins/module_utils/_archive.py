@@ -359,6 +359,19 @@ class TarScanner:
             self.sink.process(self.events)
             self.events.clear()
 
+    def skip_data(self) -> int:
+        """Bytes of member data (with padding) that need not be read, now; they count as read.
+
+        Only without digests and only for data the rules do not look at (file contents,
+        not extended headers): a caller holding a seekable file seeks past them, so a
+        header-only scan reads the headers and little else.
+        """
+        if self.events is not None or self._collect is not None or not self._data_left:
+            return 0
+        skipped = self._data_left + self._pad_left
+        self._data_left = self._pad_left = 0
+        return skipped
+
     def take_events(self) -> list[Any]:
         events, self.events = self.events, []
         return events
@@ -533,38 +546,50 @@ def _parse_pax(data: bytes, label: str) -> dict[bytes, bytes]:
 
 
 class BackgroundDigests:
-    """The archive's sha256 (and, given a sink, the tree digests) computed in a thread.
+    """The archive's sha256 (and, given a sink, the tree digests) computed in threads.
 
-    hashlib releases the GIL, so this overlaps with reading and header parsing. Chunks
-    must be immutable ``bytes``; at most eight batches are queued: memory stays flat.
+    hashlib releases the GIL, so this overlaps with reading and header parsing, and the
+    archive's sha256 and the sink's per-file digests run in two threads of their own (on
+    two cores, neither waits for the other). Chunks must be immutable ``bytes``; at most
+    eight batches are queued per thread: memory stays flat.
     """
 
     def __init__(self, sink: TreeSink | None = None) -> None:
         self._hash = hashlib.sha256()
         self.sink = sink
-        self._queue: queue.Queue[tuple | None] = queue.Queue(maxsize=8)
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="digests", daemon=True)
-        self._thread.start()
+        self._queues: list[queue.Queue] = []
+        self._threads = [self._start("digests", self._hash.update)]
+        if sink is not None:
+            self._threads.append(self._start("tree-digests", sink.process))
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            chunk, events = item
-            self._hash.update(chunk)
-            if events:
-                self.sink.process(events)
+    def _start(self, name: str, work: Any) -> threading.Thread:
+        box: queue.Queue = queue.Queue(maxsize=8)
+        self._queues.append(box)
+
+        def run() -> None:
+            while True:
+                item = box.get()
+                if item is None:
+                    return
+                work(item)
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        return thread
 
     def update(self, chunk: bytes, events: list[Any] | None = None) -> None:
-        self._queue.put((chunk, events))
+        self._queues[0].put(chunk)
+        if events:
+            self._queues[1].put(events)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._queue.put(None)
-            self._thread.join()
+            for box in self._queues:
+                box.put(None)
+            for thread in self._threads:
+                thread.join()
 
     def hexdigest(self) -> str:
         self.close()

@@ -16,6 +16,13 @@ Verdict rules (:func:`verdict_of`):
   everything was skipped: a run that tested nothing is never a pass);
 * otherwise ``PASS``.
 
+Two moments of every run, in ``timings`` (each ``<name>_at`` and ``<name>_seconds``
+since the start): ``verdict``, when the verdict line was reported (a quick run reports
+it before it puts the canonical back; a cold run when it finishes), and ``rest``, when
+the run left the warm layer at rest again (the canonical idle and its known-good back,
+or the cold app torn down). :meth:`RunRecord.mark` sets one the first time; a run that
+never marked them gets both at its finish.
+
 Confidence is derived from the mode, never passed: ``cold`` is ``authoritative``;
 ``quick`` is ``lower`` and its ``label`` says "lower confidence, never gates merge".
 
@@ -59,6 +66,7 @@ LABELS = {
 }
 RESULTS = ("pass", "fail", "skip")
 VERDICTS = ("PASS", "FAIL", "ERROR")
+MARKS = ("verdict", "rest")
 
 _STAGE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 _TEXT_MAX = 4000
@@ -413,6 +421,29 @@ class RunRecord:
         )
         self._changed()
 
+    def mark(self, what: str, at: str | None = None, error: str | None = None) -> bool:
+        """Note the moment ``what`` (one of :data:`MARKS`) happened, the first time only.
+
+        For ``verdict`` the verdict reported then (:func:`verdict_of` the stages so far and
+        ``error``) is kept too, as ``timings.verdict_reported``. Returns whether the
+        record changed.
+        """
+        self._running(f"mark its {what}")
+        if what not in MARKS:
+            raise RunError(f"mark {what!r} is invalid: use {' or '.join(MARKS)}")
+        timings = self.data["timings"]
+        if timings.get(f"{what}_at"):
+            return False
+        moment = stamp(run_time(at, f"{what} time") if at else None)
+        timings[f"{what}_at"] = moment
+        timings[f"{what}_seconds"] = _seconds(self.data["started_at"], moment)
+        if what == "verdict":
+            timings["verdict_reported"] = verdict_of(
+                self.data["stages"], error or self.data["error"]
+            )
+        self._changed()
+        return True
+
     def finish(
         self,
         canonical_after: Mapping | None = None,
@@ -433,6 +464,10 @@ class RunRecord:
                 raise RunError(f"docker_seconds {docker_seconds!r} must be a number")
             self.data["timings"]["docker_seconds"] = round(float(docker_seconds), 3)
         self.data["verdict"] = verdict_of(self.data["stages"], self.data["error"])
+        autosave, self.autosave = self.autosave, False
+        for what in MARKS:
+            self.mark(what, end)
+        self.autosave = autosave
         self.data["status"] = "finished"
         self._changed()
         return self.data["verdict"]
@@ -576,18 +611,21 @@ def junit_xml(record: RunRecord | Mapping) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def verdict_line(record: RunRecord | Mapping) -> str | None:
+def verdict_line(record: RunRecord | Mapping, verdict: str | None = None) -> str | None:
     """The one line a CI log ends with, once the run is finished: ``COLD VERDICT: PASS - ...``.
 
     ``<MODE> VERDICT: <verdict> - <recipe> at <version or ref> (<commit>) on <domain>;
-    stages <name> <result>, ...``; None while the run is still going.
+    stages <name> <result>, ...``. While the run is still going: None, unless ``verdict``
+    is given (a quick run reports its verdict before it puts the canonical back).
     """
     data = _data(record)
-    if data.get("status") != "finished":
+    if data.get("status") == "finished":
+        verdict = data.get("verdict")
+    elif verdict is None:
         return None
     commit = str(data.get("commit") or "")[:12]
     at = data.get("version") or data.get("ref") or commit or "latest"
-    line = f"{str(data.get('mode') or 'cold').upper()} VERDICT: {data.get('verdict')} - "
+    line = f"{str(data.get('mode') or 'cold').upper()} VERDICT: {verdict} - "
     line += f"{data.get('recipe')} at {at}"
     if commit and commit != at:
         line += f" ({commit})"
@@ -637,6 +675,9 @@ def summary_lines(record: RunRecord | Mapping) -> list[str]:
         timing = f"time: {timings.get('total_seconds')}s total"
         if timings.get("docker_seconds") is not None:
             timing += f", {timings['docker_seconds']}s docker"
+        verdict, rest = timings.get("verdict_seconds"), timings.get("rest_seconds")
+        if None not in (verdict, rest) and (verdict, rest) != (timings.get("total_seconds"),) * 2:
+            timing += f"; verdict after {verdict}s, at rest after {rest}s"
         lines.append(timing)
     else:
         lines.append("verdict: (running)")

@@ -15,11 +15,15 @@ why; the short version:
   fsynced, and swapped in by one atomic ``renameat2(RENAME_EXCHANGE)`` (or, where the
   kernel lacks it, two renames with ``snapshot.old-<random>``); :meth:`recover` puts
   things right after a crash at any point.
-* **restore** first verifies every archive (sha256 and size against the manifest, and
-  every member header against the hostile rules) before anything is written; then GNU tar
-  extracts each archive into a staging directory beside the target (same filesystem);
-  then each staging directory is exchanged atomically with its target, and the replaced
-  tree is removed. A volume is therefore always either its old tree or the snapshot's.
+* **restore** streams each archive once through this process into GNU tar, which
+  extracts it into a staging directory beside the target (same filesystem): every byte
+  is hashed on its way (sha256 and size against the manifest) and every member header is
+  checked against the hostile rules *before* the chunk holding it reaches tar. Only when
+  every archive has passed is each staging directory exchanged atomically with its
+  target, and the replaced tree removed; a corrupt or hostile archive leaves the targets
+  untouched (its staging directory goes). A volume is therefore always either its old
+  tree or the snapshot's. When a volume must first be created, every archive is verified
+  before anything is created.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._archive import (  # 
     tree_digest,
     tree_digests,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._archive_io import (
+    extract_archive,
+    scan_headers,
+    verify_archive,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._fsops import (
     TAR_CREATE,
     TAR_ENV,
@@ -61,6 +70,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._fsops import (
     staging_name,
     tar_version,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._progress import Progress
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     SNAPSHOT_NAME,
     RecipePaths,
@@ -93,7 +103,7 @@ _SHORT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
         "snapshot.mid-swap": "take (two-rename fallback): old moved aside, new not yet in place",
         "snapshot.swapped": "take: new snapshot in place, replaced one not yet removed",
         "snapshot.removing": "absent: slot moved aside, not yet deleted",
-        "restore.verified": "restore: every archive verified, nothing extracted yet",
+        "restore.verified": "restore: every archive verified, no volume swapped yet",
         "restore.staged": "restore: every archive extracted into staging, no volume swapped yet",
         "restore.swapped-one": "restore: the first volume swapped, the others not yet",
         "restore.swapped": "restore: every volume swapped, the replaced trees not yet removed",
@@ -173,49 +183,7 @@ class SnapshotStore:
         return {"manifest_digest": self.manifest_digest(), "volumes": result}
 
     def _verify_archive(self, path: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-        scanner = TarScanner(f"archive {path}", self.max_members)
-        total = 0
-        problem: SnapshotError | None = None
-        try:
-            handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise CorruptSnapshotError(
-                f"archive {path} named in the snapshot manifest is missing"
-            ) from None
-        digest = BackgroundDigests()
-        try:
-            with handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size != entry["bytes"]:
-                    raise CorruptSnapshotError(
-                        f"archive {path} has {size} bytes but the manifest records "
-                        f"{entry['bytes']}: the snapshot is corrupt"
-                    )
-                while True:
-                    chunk = handle.read(CHUNK)
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    total += len(chunk)
-                    if problem is None:
-                        try:
-                            scanner.feed(chunk)
-                        except SnapshotError as exc:
-                            problem = exc  # a digest mismatch is the clearer error: read on
-            sha256 = digest.hexdigest()
-        except BaseException:
-            digest.close()
-            raise
-        if sha256 != entry["sha256"] or total != entry["bytes"]:
-            raise CorruptSnapshotError(
-                f"archive {path} does not match its sha256 in the manifest "
-                f"(manifest {entry['sha256'][:16]}…, file {sha256[:16]}…): "
-                "the snapshot is corrupt"
-            )
-        if problem is not None:
-            raise problem
-        summary = scanner.finish()
-        return {"sha256": sha256, "bytes": total, **summary}
+        return verify_archive(path, entry, self.max_members)
 
     # recovery ---------------------------------------------------------------------
     def _aside_candidates(self) -> list[str]:
@@ -349,6 +317,7 @@ class SnapshotStore:
         finally:
             os.close(out)
         total = 0
+        progress = Progress(f"snapshot of volume {short}")
         try:
             with open(dest, "rb", buffering=0) as handle:
                 while True:
@@ -356,6 +325,7 @@ class SnapshotStore:
                     if not chunk:
                         if proc.poll() is None:
                             time.sleep(0.002)
+                            progress.update(total)
                             continue
                         chunk = handle.read(CHUNK)  # what tar wrote just before it exited
                         if not chunk:
@@ -363,6 +333,7 @@ class SnapshotStore:
                     scanner.feed(chunk)
                     digest.update(chunk, scanner.take_events())
                     total += len(chunk)
+                    progress.update(total)
                 rc = proc.returncode
                 if rc != 0:
                     errors.seek(0)
@@ -374,6 +345,7 @@ class SnapshotStore:
                 os.fsync(handle.fileno())
             sha256 = digest.hexdigest()
             summary.update(digest.sink.digests())
+            progress.finish()
         except BaseException:
             if proc.poll() is None:
                 proc.kill()
@@ -465,14 +437,21 @@ class SnapshotStore:
             if os.path.lexists(target) and not os.path.isdir(target):
                 raise SnapshotError(f"volume {short!r}: {target} exists and is not a directory")
         verified = {}
-        for short in sorted(targets):
-            entry = manifest["volumes"][short]
-            verified[short] = self._verify_archive(os.path.join(self.path, entry["archive"]), entry)
-        _faults.checkpoint(P_VERIFIED)
-        targets = {
-            short: (create(short) if target is None else target)
-            for short, target in targets.items()
-        }
+        creating = any(target is None for target in targets.values())
+        if not creating:  # a hostile archive is refused before a byte is written
+            for short in sorted(targets):
+                entry = manifest["volumes"][short]
+                scan_headers(os.path.join(self.path, entry["archive"]), entry, self.max_members)
+        else:  # nothing is created for a snapshot that would be refused
+            for short in sorted(targets):
+                entry = manifest["volumes"][short]
+                archive = os.path.join(self.path, entry["archive"])
+                verified[short] = self._verify_archive(archive, entry)
+            _faults.checkpoint(P_VERIFIED)
+            targets = {
+                short: (create(short) if target is None else target)
+                for short, target in targets.items()
+            }
         staged: dict[str, str] = {}
         try:
             for short in sorted(targets):
@@ -481,19 +460,13 @@ class SnapshotStore:
                 staging = staging_name(target)
                 os.mkdir(staging, 0o700)
                 staged[short] = staging
-                archive = os.path.join(self.path, manifest["volumes"][short]["archive"])
-                proc = subprocess.run(
-                    [tar, *TAR_EXTRACT, "--file", archive, "--directory", staging],
-                    capture_output=True,
-                    env=TAR_ENV,
-                    check=False,
+                entry = manifest["volumes"][short]
+                archive = os.path.join(self.path, entry["archive"])
+                verified[short] = extract_archive(
+                    [tar, *TAR_EXTRACT], TAR_ENV, archive, entry, staging, short, self.max_members
                 )
-                if proc.returncode != 0:
-                    raise SnapshotError(
-                        f"tar could not extract {archive} into {staging}: "
-                        f"rc={proc.returncode}, stderr: "
-                        f"{proc.stderr.decode(errors='replace').strip()[-2000:]}"
-                    )
+            if not creating:
+                _faults.checkpoint(P_VERIFIED)
             _faults.checkpoint(P_STAGED)
         except BaseException:
             for staging in staged.values():

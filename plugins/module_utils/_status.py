@@ -170,11 +170,16 @@ def lock_summary(state_dir: str, recipe: str) -> dict[str, Any] | None:
 
 def run_summary(record: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of ``_RUN_KEYS``, plus ``seconds`` (the run's total wall time, None while it
-    runs) and ``label`` (e.g. "quick run: lower confidence, never gates merge")."""
+    runs), ``verdict_seconds`` and ``rest_seconds`` (start to the verdict line, start to
+    the warm layer at rest again; None until known) and ``label`` (e.g. "quick run: lower
+    confidence, never gates merge")."""
     out = {k: record.get(k) for k in _RUN_KEYS}
     timings = record.get("timings")
-    seconds = timings.get("total_seconds") if isinstance(timings, Mapping) else None
-    out["seconds"] = seconds if isinstance(seconds, int | float) else None
+    timings = timings if isinstance(timings, Mapping) else {}
+    for key, name in (("seconds", "total_seconds"), ("verdict_seconds", "verdict_seconds"),
+                      ("rest_seconds", "rest_seconds")):  # fmt: skip
+        value = timings.get(name)
+        out[key] = value if isinstance(value, int | float) and not isinstance(value, bool) else None
     out["label"] = record.get("label")
     return out
 

@@ -167,7 +167,7 @@ def _run_view(run: Mapping[str, Any], now: datetime.datetime | None) -> dict[str
         "started_age": age(run.get("started_at"), now),
         "seconds": seconds,
         "duration": (
-            human_duration(seconds)
+            human_duration(seconds) + _moments(run)
             if seconds is not None
             else f"running, started {age(run.get('started_at'), now)}"
             if css == "running"
@@ -175,6 +175,17 @@ def _run_view(run: Mapping[str, Any], now: datetime.datetime | None) -> dict[str
         ),
         "bar_percent": 0.0,
     }
+
+
+def _moments(run: Mapping[str, Any]) -> str:
+    """`` (verdict 31 s, at rest 48 s)`` when the run's record has both figures, and they
+    say more than the total (a quick run reports its verdict before it cleans up)."""
+    verdict, rest = run.get("verdict_seconds"), run.get("rest_seconds")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (verdict, rest)):
+        return ""
+    if verdict == rest == run.get("seconds"):
+        return ""
+    return f" (verdict {human_duration(verdict)}, at rest {human_duration(rest)})"
 
 
 def _disk_view(name: str, part: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
+from ansible_collections.coopcloud.ci.plugins.module_utils._progress import Progress
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import parse_time, utc_now
 
 NAMESPACE_LABEL = "com.docker.stack.namespace"
@@ -556,16 +557,21 @@ def wait_until(
     Returns a :class:`WaitResult` whose ``last`` is the last observed value. A fatal
     observation raises :class:`WaitFailed` at once; running out of time raises
     :class:`WaitTimeout` (or returns ``ok=False`` when ``raise_on_timeout`` is false),
-    and both messages state the last observed condition.
+    and both messages state the last observed condition. A wait that lasts prints a
+    progress line (``_progress``) every few seconds: the seconds waited and the last
+    observation.
     """
     start = clock()
+    progress = Progress(f"waiting for {what}", total=timeout, unit="s", clock=clock)
     attempts = 0
     while True:
         attempts += 1
         seen = probe()
         elapsed = clock() - start
+        progress.update(elapsed, seen.reason)
         result = WaitResult(seen.ok, attempts, elapsed, seen.value, seen.reason)
         if seen.ok:
+            progress.finish("done")
             return result
         if seen.fatal:
             raise WaitFailed(seen.reason, state=seen.value, result=result)

@@ -25,6 +25,12 @@ description:
   - O(state=finished) closes the record with its verdict and, with O(junit), writes JUnit
     XML (one test case per stage; C(failure) for V(fail), C(skipped) for V(skip)).
   - O(state=info) only reads the record.
+  - O(mark) notes, with O(state=started), when the run reported its verdict (V(verdict))
+    or left the warm layer at rest again (V(rest)), each the first time only, as
+    C(timings.verdict_at)/C(verdict_seconds) and C(timings.rest_at)/C(rest_seconds)
+    (seconds since the start). A run that never marked them gets both at its finish.
+    With V(verdict) the module returns RV(verdict_line) for the verdict so far, and the
+    record keeps it as C(timings.verdict_reported).
   - B(Verdict) - V(FAIL) when any stage failed; otherwise V(ERROR) when the run could not
     run (O(error) was given - bad input, no checkout, an interrupted play - or no stage
     passed - nothing ran, or everything was skipped); otherwise V(PASS). This module does
@@ -120,6 +126,14 @@ options:
   docker_seconds:
     description: With O(state=finished), seconds spent in Docker, for the timings.
     type: float
+  mark:
+    description:
+      - With O(state=started), the moments to note now - V(verdict) (the verdict line is
+        reported) and V(rest) (the canonical is idle again, or the app torn down).
+    type: list
+    elements: str
+    choices: [verdict, rest]
+    default: []
   junit:
     description:
       - With O(state=finished), a path to write the run's JUnit XML to (atomically).
@@ -218,7 +232,15 @@ record:
     finished_at: "2026-01-01T12:01:30Z"
     canonical_before: {recipe: custom-html, version: 1.0.0+1.28, status: idle}
     canonical_after: {recipe: custom-html, version: 1.0.0+1.28, status: idle}
-    timings: {total_seconds: 90, stages_seconds: 88, docker_seconds: 61.2}
+    timings:
+      total_seconds: 90
+      stages_seconds: 88
+      docker_seconds: 61.2
+      verdict_at: "2026-01-01T12:01:12Z"
+      verdict_seconds: 72
+      verdict_reported: PASS
+      rest_at: "2026-01-01T12:01:29Z"
+      rest_seconds: 89
     notes: []
     scrubbed: []
     schema: 1
@@ -250,7 +272,8 @@ verdict_line:
   description:
     - The line a CI log ends with, once finished - C(COLD VERDICT:) (or C(QUICK VERDICT:))
       followed by the verdict, recipe, version, commit, domain and each stage's result.
-  returned: when O(state=finished)
+    - With O(mark=[verdict]) on a running record, the same line for the verdict so far.
+  returned: when O(state=finished), or O(mark) holds V(verdict)
   type: str
   sample: "COLD VERDICT: PASS - custom-html at 1.1.0+1.29 (0123456789ab) on c-a1b2c3.ci.example.org; stages install pass, upgrade skip"
 path:
@@ -311,7 +334,7 @@ def _notes(record: RunRecord, notes: list[str]) -> None:
 
 def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
     if current is None:
-        return RunRecord.start(
+        record = RunRecord.start(
             state_dir,
             p["run_id"],
             p["mode"],
@@ -323,21 +346,25 @@ def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
             pid=find_owner_pid() or os.getpid(),
             autosave=False,
         )
-    data = current.data
-    for key in ("mode", "recipe", "ref"):
-        if p[key] is not None and p[key] != data[key]:
-            raise RunError(
-                f"run record {current.path} already exists with {key} {data[key]!r}, not "
-                f"{p[key]!r}; every run needs a new run id"
-            )
-    current.update(
-        version=p["version"],
-        commit=p["commit"],
-        domain=p["domain"],
-        canonical_before=p["canonical_before"],
-    )
-    _notes(current, p["notes"])
-    return current
+    else:
+        record = current
+        data = current.data
+        for key in ("mode", "recipe", "ref"):
+            if p[key] is not None and p[key] != data[key]:
+                raise RunError(
+                    f"run record {current.path} already exists with {key} {data[key]!r}, not "
+                    f"{p[key]!r}; every run needs a new run id"
+                )
+        current.update(
+            version=p["version"],
+            commit=p["commit"],
+            domain=p["domain"],
+            canonical_before=p["canonical_before"],
+        )
+        _notes(current, p["notes"])
+    for what in p["mark"]:
+        record.mark(what, error=p["error"])
+    return record
 
 
 def stage(p: dict, current: RunRecord) -> RunRecord:
@@ -393,6 +420,8 @@ def record_run(module: AnsibleModule) -> dict:
             f"run record {path} does not exist; start it first with state=started", path=path
         )
 
+    if p["mark"] and state != "started":
+        raise CcciError(f"mark is only for state=started, not state={state}", path=path)
     before = current.to_dict() if current is not None else None
     try:
         if state == "started":
@@ -423,6 +452,8 @@ def record_run(module: AnsibleModule) -> dict:
     )
     if state == "finished":
         result["verdict_line"] = verdict_line(after)
+    elif "verdict" in p["mark"]:
+        result["verdict_line"] = verdict_line(after, after["timings"]["verdict_reported"])
 
     if state == "finished" and p["junit"]:
         xml = junit_xml(after).encode()
@@ -463,6 +494,12 @@ def main() -> None:
             "canonical_after": {"type": "dict"},
             "notes": {"type": "list", "elements": "str", "default": []},
             "docker_seconds": {"type": "float"},
+            "mark": {
+                "type": "list",
+                "elements": "str",
+                "choices": ["verdict", "rest"],
+                "default": [],
+            },
             "junit": {"type": "path"},
         },
         required_if=[

@@ -5,6 +5,7 @@ test_packaging.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,12 +33,32 @@ PLAY = [
                 "ansible.builtin.shell": "for i in 1 2 3; do echo child-line-$i >> {{ live | quote }}; sleep 1.2; done",
                 "changed_when": False,
             },
+            # what a module doing a long step does (_progress), in a process Ansible starts
+            {
+                "name": "A step with progress",
+                "ansible.builtin.command": {"argv": ["{{ python }}", "-c", "{{ progress_script }}"]},
+                "environment": {"PYTHONPATH": "{{ collections }}"},
+                "register": "progressed",
+                "changed_when": False,
+            },
             {"name": "Say the verdict", "ansible.builtin.debug": {"msg": "COLD VERDICT: PASS - demo"}},
             {"name": "Say more", "ansible.builtin.debug": {"msg": "after the verdict"}},
             {"name": "Fail for real", "ansible.builtin.fail": {"msg": "REAL-ERR"}, "ignore_errors": False},
         ],
     }
 ]  # fmt: skip
+
+
+PROGRESS_SCRIPT = """
+import os, time
+from ansible_collections.coopcloud.ci.plugins.module_utils._progress import Progress
+progress = Progress("copying the tree", total=3 * 1048576, unit="B", interval=1.0)
+for _ in range(3):
+    time.sleep(1.2)
+    progress.add(1048576)
+progress.finish()
+print(os.environ["CCCI_PROGRESS_FILE"], progress.lines)
+"""
 
 
 def test_ci_log_prints_steps_errors_once_progress_and_the_verdict_last(tmp_path: Path):
@@ -51,7 +72,9 @@ def test_ci_log_prints_steps_errors_once_progress_and_the_verdict_last(tmp_path:
         CCCI_LOG_PROGRESS="1",
     )
     out = subprocess.run(
-        [Path(sys.executable).parent / "ansible-playbook", book, "-e", f"live={tmp_path / 'live.log'}"],
+        [Path(sys.executable).parent / "ansible-playbook", book, "-e", json.dumps({
+            "live": str(tmp_path / "live.log"), "python": sys.executable,
+            "collections": str(ROOT / "collections"), "progress_script": PROGRESS_SCRIPT})],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
     )  # fmt: skip
     lines = out.stdout.splitlines()
@@ -63,6 +86,7 @@ def test_ci_log_prints_steps_errors_once_progress_and_the_verdict_last(tmp_path:
         "Note it",  # the rescued failure says nothing; its rescue is the step
         "Name the file to follow",
         "A long step",
+        "A step with progress",
         "Say the verdict",
         "Say more",
         "Fail for real",
@@ -76,5 +100,13 @@ def test_ci_log_prints_steps_errors_once_progress_and_the_verdict_last(tmp_path:
         "| child-line-3",
     ]
     assert any("... A long step: still running" in line for line in lines), out.stdout
+    # the module's progress lines, each within a second of being written; the file goes
+    progress = [line.strip() for line in lines if "copying the tree" in line]
+    assert progress[0].startswith("... copying the tree: 1.0 MiB of 3.0 MiB (33 %), ")
+    assert progress[-1].startswith("... copying the tree: 3.0 MiB of 3.0 MiB (100 %), ")
+    assert all(line.endswith("iB/s") for line in progress) and len(progress) >= 3
+    # once the step reports progress, the callback's own "still running" line gives way
+    first = next(i for i, line in enumerate(lines) if "copying the tree" in line)
+    assert not any("A step with progress: still running" in line for line in lines[first:])
     assert lines[-1] == "COLD VERDICT: PASS - demo"
     assert lines.index("       after the verdict") < lines.index("ERROR (Fail for real): REAL-ERR")

@@ -128,6 +128,15 @@ def assert_left_at_rest(before: dict, after: dict) -> None:
     assert after["trees"] == after["known_good"]  # the volumes hold exactly the known-good
 
 
+def assert_figures(record: dict, verdict: str) -> None:
+    """Seconds to verdict and to rest: both there, the verdict first, both within the run,
+    and the rest after the lock note (the canonical idle again before the lock goes back)."""
+    t = record["timings"]
+    assert 0 <= t["verdict_seconds"] <= t["rest_seconds"] <= t["total_seconds"], t
+    assert t["verdict_at"] <= t["rest_at"] <= record["finished_at"], t
+    assert t["verdict_reported"] == verdict
+
+
 def notes_times(record: dict) -> tuple[datetime, datetime]:
     """The lock interval the run noted: taken (after acquiring) .. given back (before releasing)."""
     got = [re.match(r"lock acquired at (\S+)", n) for n in record["notes"]]
@@ -244,6 +253,7 @@ def test_quick_pass_at_another_healthy_ref_moves_nothing(warm, examples, docker_
     assert alerts_of(warm["state_dir"], "quick-rollback") == []
     acquired, released = notes_times(record)
     assert acquired < released
+    assert_figures(record, "PASS")
     print(f"quick PASS in {seconds:.0f} s")
 
 
@@ -271,6 +281,7 @@ def test_quick_fail_at_broken_ref_restores_the_known_good(warm, examples, docker
 
     verdict = res.stdout.index("QUICK VERDICT: FAIL")
     assert verdict < res.stdout.index(RESTORE_TASK)
+    assert_figures(record, "FAIL")
     alerts = [a for a in alerts_of(warm["state_dir"], "quick-rollback") if a["run_id"] == rid]
     assert len(alerts) == 1, alerts_of(warm["state_dir"], "quick-rollback")
     alert = alerts[0]
@@ -334,6 +345,7 @@ def test_no_canonical_falls_back_to_a_full_cold_run(warm, examples, docker_clien
     assert record["domain"] == cold_domain(HTML, rid, bare["suffix"])
     assert record["stages"]["install"] == "pass"  # a full cold run: installed fresh
     assert record["stage_order"] == ["install", "upgrade", "serving", "overlay", "custom"]
+    assert_figures(record, "PASS")  # a cold run: its verdict and its rest at its finish
     # an older ref never promotes: still no canonical; and the cold app is torn down
     assert not (bare["state_dir"] / HTML / "canonical.json").exists()
     label = {"label": f"com.docker.stack.namespace={bare_stack}"}

@@ -215,3 +215,30 @@ def test_check_mode_on_a_record_whose_start_was_only_predicted(state_dir, capsys
     )
     assert rc == 0 and out["changed"] is True and out["record"] is None
     assert not (state_dir / "runs").exists()
+
+
+def test_mark_verdict_returns_the_line_and_keeps_the_first_moment(state_dir, capsys):
+    quick = {**START, "mode": "quick", "commit": "0123456789abcdef0123456789abcdef01234567"}
+    run(base(state_dir, **quick), capsys)
+    run(base(state_dir, state="stage", stage="upgrade", result="fail", message="no"), capsys)
+    marked = base(state_dir, **quick, mark=["verdict"], error="the serving stage broke off")
+    rc, check = run({**marked, "_ansible_check_mode": True}, capsys)
+    assert rc == 0 and check["changed"] is True
+    assert "verdict_at" not in json.loads(record_file(state_dir).read_text())["timings"]
+    rc, out = run(marked, capsys)
+    assert rc == 0 and out["changed"] is True
+    assert out["verdict_line"] == (
+        "QUICK VERDICT: FAIL - custom-html at 1.1.0+1.29 (0123456789ab); stages upgrade fail"
+        " (lower confidence, never gates merge)"
+    )
+    timings = json.loads(record_file(state_dir).read_text())["timings"]
+    assert timings["verdict_reported"] == "FAIL" and timings["verdict_seconds"] >= 0
+    rc, again = run(marked, capsys)
+    assert again["changed"] is False and again["verdict_line"] == out["verdict_line"]
+    rc, rest = run(base(state_dir, **quick, mark=["rest"]), capsys)
+    rc, done = run(base(state_dir, state="finished"), capsys)
+    timings = done["record"]["timings"]
+    assert timings["verdict_at"] <= timings["rest_at"] == rest["record"]["timings"]["rest_at"]
+    assert "verdict_line" not in rest
+    rc, bad = run(base(state_dir, state="info", mark=["rest"]), capsys)
+    assert rc == 1 and bad["msg"].startswith("mark is only for state=started, not state=info")

@@ -98,9 +98,48 @@ def test_every_stage_and_the_finish_are_written(state_dir):
     data = on_disk(state_dir, "a1b2c3")
     assert data["status"] == "finished" and data["verdict"] == "FAIL"
     assert data["finished_at"] == "2026-11-26T10:01:30Z"
-    assert data["timings"] == {"total_seconds": 90, "stages_seconds": 70, "docker_seconds": 51.5}
+    # never marked: the verdict and the rest are both the finish
+    assert data["timings"] == {
+        "total_seconds": 90,
+        "stages_seconds": 70,
+        "docker_seconds": 51.5,
+        "verdict_at": "2026-11-26T10:01:30Z",
+        "verdict_seconds": 90,
+        "verdict_reported": "FAIL",
+        "rest_at": "2026-11-26T10:01:30Z",
+        "rest_seconds": 90,
+    }
     assert data["canonical_after"] == {"version": "1.0.0+1.28"}
     assert load(state_dir, "a1b2c3").to_dict() == data
+
+
+def test_the_verdict_and_the_rest_are_marked_once_and_kept_by_the_finish(state_dir):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    rec = started(state_dir, mode="quick", version="1.1.0+1.29", commit=commit)
+    rec.stage("upgrade", "pass", finished_at="2026-11-26T10:00:40Z")
+    assert verdict_line(rec) is None  # running, and no verdict given
+    assert rec.mark("verdict", "2026-11-26T10:00:42Z", error="the serving stage broke off")
+    timings = on_disk(state_dir, "a1b2c3")["timings"]
+    assert timings["verdict_at"] == "2026-11-26T10:00:42Z" and timings["verdict_seconds"] == 42
+    assert timings["verdict_reported"] == "ERROR"  # the error given counts
+    line = verdict_line(rec, timings["verdict_reported"])
+    assert line.startswith("QUICK VERDICT: ERROR - custom-html at 1.1.0+1.29 (0123456789ab)")
+    assert line.endswith("stages upgrade pass (lower confidence, never gates merge)")
+    assert not rec.mark("verdict", "2026-11-26T10:00:50Z")  # the first moment stays
+    assert rec.mark("rest", "2026-11-26T10:01:05Z")
+    with pytest.raises(RunError, match="mark 'later' is invalid: use verdict or rest"):
+        rec.mark("later")
+    rec.finish(finished_at="2026-11-26T10:01:10Z")
+    timings = on_disk(state_dir, "a1b2c3")["timings"]
+    assert (timings["verdict_seconds"], timings["rest_seconds"], timings["total_seconds"]) == (
+        42,
+        65,
+        70,
+    )
+    assert rec.verdict == "PASS" and timings["verdict_reported"] == "ERROR"
+    assert "; verdict after 42s, at rest after 65s" in summary_lines(rec)[-1]
+    with pytest.raises(RunError, match="already finished"):
+        rec.mark("rest")
 
 
 def test_explicit_stage_times_and_offsets(state_dir):
