@@ -176,6 +176,8 @@ class VolumeInfo:
     driver: str = "local"
     node: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    #: The driver's options (an overlay-backed canonical's: type, device, o).
+    options: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -305,6 +307,7 @@ def read_stack(client, stack: str, *, health: bool = False) -> StackState:
                 driver=vol.get("Driver", "local"),
                 node=node,
                 labels=dict(vol.get("Labels") or {}),
+                options=dict(vol.get("Options") or {}),
             )
         )
     volumes.sort(key=lambda v: v.name)
