@@ -378,6 +378,7 @@ class Canonical:
             return {**out, "put_back": {**how, "volumes": out["restored"]}}
         shorts = sorted(manifest["volumes"])
         out: dict[str, Any] = {"restored": [], "created_volumes": [], "rebuilt": []}
+        self.actions.extend(self.overlay.recover())  # what a crashed build or swap left
         if not self.overlay.matches(digest, shorts):
             self.overlay.build(self.store, manifest, digest)
             out["rebuilt"] = shorts
@@ -574,15 +575,17 @@ class Canonical:
             if state.services:  # compared only now that nothing writes to them
                 states = self.volume_states(app, manifest, digest)
                 result["volume_states"] = states
-            done = self._put_back(app, manifest, registry["snapshot_digest"], states, overlay)
-            result.update(done, put_back={**result["put_back"], **done["put_back"]})
-            if verify and overlay and not done["rebuilt"]:
+            if verify and overlay and self.overlay.matches(digest, manifest["volumes"]):
+                # the trees first: a re-extracted tree's volume is then put back afresh
                 trees = self.overlay.verify(manifest)
                 bad = sorted(short for short, st in trees.items() if st != "equal")
                 if bad:
                     self.overlay.reextract(self.store, manifest, bad)
                     self.actions.append(f"extracted the known-good trees of {', '.join(bad)} again")
+                    states = {s: "differs" if s in bad else st for s, st in states.items()}
                 result["reextracted"] = bad
+            done = self._put_back(app, manifest, registry["snapshot_digest"], states, overlay)
+            result.update(done, put_back={**result["put_back"], **done["put_back"]})
             _faults.checkpoint(P_RESTORED)
         self._set_status("idle", run_id)
         after = self.registry.load()
