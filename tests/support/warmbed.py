@@ -198,6 +198,9 @@ class Bed:
     state_dir: Path
     cold_stacks: list[str] = field(default_factory=list)
     deploy_timeout: int = 120
+    #: ccci_canonical_overlay of its plays: False seeds canonicals on plain volumes (the
+    #: restore mechanism, e.g. for crash points of the restore path).
+    overlay: bool = True
 
     @classmethod
     def make(cls, tmp: Path, recipes_dir: Path, unique: str, stages: list[str] | None) -> Bed:
@@ -225,6 +228,7 @@ class Bed:
             "ccci_run_id": rid,
             "ccci_deploy_timeout": self.deploy_timeout,
             "ccci_lock_poll": 0.5,
+            "ccci_canonical_overlay": self.overlay,
             **more,
         }
         if ref is not None:
