@@ -55,6 +55,12 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     validate_run_id,
     validate_state_dir,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._overlay import (
+    OVERLAY,
+    Overlay,
+    decide,
+    mechanism,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._recipe import RecipeRepo
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import (
     Registry,
@@ -145,6 +151,7 @@ class Canonical:
         domain_suffix: str | None = None,
         driver: Driver | None = None,
         wait_timeout: float = DEFAULT_DEPLOY_TIMEOUT,
+        overlay: bool = True,
     ) -> None:
         self.recipe = validate_recipe(recipe)
         self.state_dir = validate_state_dir(state_dir)
@@ -153,6 +160,9 @@ class Canonical:
         self.store = SnapshotStore(self.state_dir, self.recipe)
         self.driver = driver or get_driver("stack")
         self.wait_timeout = wait_timeout
+        #: Whether a seeding may back the volumes with overlay (ccci_canonical_overlay).
+        self.want_overlay = overlay
+        self.overlay = Overlay(self.state_dir, self.recipe)
         #: What an operation did so far (for a failure's evidence).
         self.actions: list[str] = []
         #: The pinned node's hostname and engine client, when it is not the node the
@@ -279,9 +289,26 @@ class Canonical:
             )
         return manifest
 
-    def volume_states(self, app: AppSnapshot, manifest: Mapping[str, Any]) -> dict[str, str]:
-        """Per snapshot volume: ``equal``, ``differs`` or ``missing`` in the canonical."""
+    def volume_states(
+        self, app: AppSnapshot, manifest: Mapping[str, Any], overlay_digest: str | None = None
+    ) -> dict[str, str]:
+        """Per snapshot volume: ``equal``, ``differs`` or ``missing`` in the canonical.
+
+        With ``overlay_digest`` (an overlay-backed canonical, whose known-good trees must be
+        those of that manifest digest) no data is read: ``differs`` means the run left
+        writes in the upper dir, the volume is not this canonical's overlay volume, or the
+        trees are not the known-good's.
+        """
         found = app.volumes()
+        if overlay_digest is not None:
+            stale = not self.overlay.matches(overlay_digest, manifest["volumes"])
+            return {
+                short: "missing" if short not in found
+                else "differs" if stale or found[short].options != self.overlay.options(short)
+                or self.overlay.written(short) is not None
+                else "equal"
+                for short in sorted(manifest["volumes"])
+            }  # fmt: skip
         out = {}
         for short, entry in sorted(manifest["volumes"].items()):
             info = found.get(short)
@@ -319,7 +346,17 @@ class Canonical:
             "placement": placement(node),
             "services": [s.summary() for s in state.services] if state else [],
             "volumes": [v.summary() for v in state.volumes] if state else [],
+            "put_back": self.put_back_of(registry),
         }
+
+    def put_back_of(self, registry: Mapping[str, Any] | None) -> dict[str, Any]:
+        """How the known-good is put back after a run: ``{mechanism, reason}``."""
+        found = dict((registry or {}).get("put_back") or {})
+        if not found:
+            found = {"mechanism": mechanism(registry), "reason": None}
+            if registry:
+                found["reason"] = "seeded before overlay-backed volumes existed"
+        return found
 
     # -- restoring the known-good ------------------------------------------------------------
 
@@ -342,6 +379,43 @@ class Canonical:
         app.restore({short: plan["mounts"][short] for short in todo}, create=create)
         self.actions.append(f"restored {', '.join(sorted(todo))} from the known-good snapshot")
         return {"restored": sorted(todo), "created_volumes": created}
+
+    def _put_back(
+        self, app: AppSnapshot, manifest: Mapping[str, Any], digest: str, states: Mapping[str, str],
+        overlay: bool,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Make the undeployed canonical's volumes the known-good of ``manifest``: discard
+        what runs wrote (overlay; the trees rebuilt from the slot when they are not that
+        known-good's), or restore what differs from the snapshot."""
+        how = {"mechanism": OVERLAY if overlay else "restore"}
+        if not overlay:
+            states = dict(states)
+            for short, info in app.volumes().items():
+                if short in states and info.options.get("type") == OVERLAY:
+                    self.driver.client.api.remove_volume(info.name)  # undeployed: ours
+                    states[short] = "missing"
+            out = self._restore(app, states)
+            if self.overlay.remove():
+                self.actions.append("removed the known-good trees of overlay volumes")
+            return {**out, "put_back": {**how, "volumes": out["restored"]}}
+        shorts = sorted(manifest["volumes"])
+        out: dict[str, Any] = {"restored": [], "created_volumes": [], "rebuilt": []}
+        self.actions.extend(self.overlay.recover())  # what a crashed build or swap left
+        if not self.overlay.matches(digest, shorts):
+            self.overlay.build(self.store, manifest, digest)
+            out["rebuilt"] = shorts
+            self.actions.append(f"extracted the known-good trees of {', '.join(shorts)}")
+        todo = [s for s, st in states.items() if st != "equal"] if not out["rebuilt"] else shorts
+        discarded = self.overlay.discard(todo) if todo else {}
+        if todo:
+            self.actions.append(f"discarded the writes in {', '.join(todo)}")
+        out["created_volumes"] = self.overlay.ensure_volumes(
+            self.driver.client, app.stack, app.volumes(), shorts
+        )
+        out["restored"] = sorted(discarded)  # put back, by discarding what runs wrote
+        out["put_back"] = {**how, "volumes": out["restored"],
+                           "bytes_discarded": sum(discarded.values())}  # fmt: skip
+        return out
 
     def _undeploy(self, stack: str) -> None:
         self.driver.undeploy(stack, self.wait_timeout)
@@ -425,6 +499,12 @@ class Canonical:
             # the status first: a crash while deploying leaves it saying what ran
             self._set_status(purpose, run_id)
             _faults.checkpoint(P_STATUS_SET)
+            if not same and mechanism(registry) == OVERLAY and not state.services:
+                shorts = sorted(self.store.manifest()["volumes"])
+                made = self.overlay.ensure_volumes(
+                    self.driver.client, stack, {v.short_name: v for v in state.volumes}, shorts
+                )
+                self.actions.extend(f"created overlay volume {name}" for name in made)
             if not same:
                 out = apply_deploy(self.driver, plan, version, self.wait_timeout)
                 self.actions.append(f"deployed {stack} at {version}")
@@ -443,8 +523,14 @@ class Canonical:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def idle(self, run_id: str, *, restore: bool = True, check: bool = False) -> dict[str, Any]:
+    def idle(
+        self, run_id: str, *, restore: bool = True, verify: bool = False, check: bool = False
+    ) -> dict[str, Any]:
         """Undeploy (volumes kept); with ``restore`` make the volumes the known-good again.
+
+        With ``verify`` (the nightly sweep) the known-good trees of an overlay-backed
+        canonical are read whole against the manifest; one that differs is extracted again
+        from its verified archive and named in ``reextracted``.
 
         A canonical left ``quick`` or ``restoring`` is always restored (its data is not the
         known-good); one left ``seeding`` has its seeding completed from the manifest.
@@ -465,9 +551,11 @@ class Canonical:
         state = self.driver.state(stack)
         undeploy = self.driver.undeploy_needed(state)
         app = self.app(domain)
+        overlay = mechanism(registry) == OVERLAY
+        digest = registry["snapshot_digest"] if overlay else None
         # While services run, the data cannot be compared: a restore is predicted.
         states = (
-            self.volume_states(app, manifest)
+            self.volume_states(app, manifest, digest)
             if manifest is not None and not state.services
             else {short: "unknown" for short in (manifest or {}).get("volumes", {})}
         )
@@ -485,6 +573,8 @@ class Canonical:
             "restored": [],
             "created_volumes": [],
             "completed_seeding": False,
+            "put_back": self.put_back_of(registry),
+            "reextracted": [],
         }
         if check:
             after = dict(registry, status="idle")
@@ -506,9 +596,19 @@ class Canonical:
                 self._set_status("restoring", run_id)
             _faults.checkpoint(P_RESTORING)
             if state.services:  # compared only now that nothing writes to them
-                states = self.volume_states(app, manifest)
+                states = self.volume_states(app, manifest, digest)
                 result["volume_states"] = states
-            result.update(self._restore(app, states))
+            if verify and overlay and self.overlay.matches(digest, manifest["volumes"]):
+                # the trees first: a re-extracted tree's volume is then put back afresh
+                trees = self.overlay.verify(manifest)
+                bad = sorted(short for short, st in trees.items() if st != "equal")
+                if bad:
+                    self.overlay.reextract(self.store, manifest, bad)
+                    self.actions.append(f"extracted the known-good trees of {', '.join(bad)} again")
+                    states = {s: "differs" if s in bad else st for s, st in states.items()}
+                result["reextracted"] = bad
+            done = self._put_back(app, manifest, registry["snapshot_digest"], states, overlay)
+            result.update(done, put_back={**result["put_back"], **done["put_back"]})
             _faults.checkpoint(P_RESTORED)
         self._set_status("idle", run_id)
         after = self.registry.load()
@@ -548,8 +648,11 @@ class Canonical:
         state = self.driver.state(stack)
         undeploy = self.driver.undeploy_needed(state)
         app = self.app(domain)
+        drivers = {v.short_name: v.driver for v in state.volumes}
+        put_back = decide(self.driver.client, self.state_dir, node, drivers, self.want_overlay)
+        overlay = put_back["mechanism"] == OVERLAY
         states = (
-            self.volume_states(app, manifest)
+            self.volume_states(app, manifest, digest if overlay else None)
             if not state.services
             else {short: "unknown" for short in manifest["volumes"]}
         )
@@ -558,6 +661,7 @@ class Canonical:
             and registry["snapshot_digest"] == digest
             and registry["status"] == "idle"
             and registry.get("node") == node
+            and self.put_back_of(registry)["mechanism"] == put_back["mechanism"]
             and not undeploy
             and all(st == "equal" for st in states.values())
         )
@@ -584,6 +688,7 @@ class Canonical:
             "manifest_digest": digest,
             "version": version,
             "commit": commit,
+            "put_back": put_back,
         }
         if same or check:
             if check and not same:
@@ -606,13 +711,15 @@ class Canonical:
             self.actions.append(f"removed the secrets of {stack}")
         _faults.checkpoint(P_SEED_SECRETS)
         if state.services:  # compared only now that nothing writes to them
-            states = self.volume_states(app, manifest)
+            states = self.volume_states(app, manifest, digest if overlay else None)
             result["volume_states"] = states
-        result.update(self._restore(app, states))
+        done = self._put_back(app, manifest, digest, states, overlay)
+        result.update(done, put_back={**put_back, **done["put_back"]})
         _faults.checkpoint(P_SEED_RESTORED)
         after = self.registry.seed(
-            domain, version, commit, promoted_by=promoted_by, snapshot_digest=digest, node=node
-        )
+            domain, version, commit, promoted_by=promoted_by, snapshot_digest=digest, node=node,
+            put_back=put_back,
+        )  # fmt: skip
         self.actions.append(f"seeded {version} ({commit[:12]}), promoted by {promoted_by}")
         result.update(registry=after, diff={"before": summary(registry), "after": summary(after)})
         return result
@@ -633,7 +740,9 @@ class Canonical:
         stack = stack_name(domain) if domain else None
         state = self.driver.state(stack) if stack else None
         app_left = bool(state is not None and self.driver.remove_needed(state))
-        snapshot_left = self.store.exists()
+        snapshot_left = self.store.exists() or any(
+            os.path.lexists(p) for p in (self.overlay.root, self.overlay.scratch)
+        )
         registry_left = self.registry.exists()
         key_left = os.path.lexists(self.secret_key().directory)
         result: dict[str, Any] = {
@@ -660,6 +769,9 @@ class Canonical:
             removed["snapshot"] = self.store.remove()
             if removed["snapshot"]:
                 self.actions.append(f"removed {self.store.path}")
+        if self.overlay.remove():  # the snapshot's extracted trees go with it
+            removed["snapshot"] = True
+            self.actions.append("removed the known-good trees and overlay scratch dirs")
         removed["secrets_key"] = self.secret_key().remove()
         if removed["secrets_key"]:
             self.actions.append(f"removed the secrets key of {self.recipe}")

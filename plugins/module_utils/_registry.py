@@ -209,8 +209,12 @@ class Registry:
         promoted_by: str,
         snapshot_digest: str,
         node: str | None = None,
+        put_back: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Record a new known-good (first seed or re-seed) and leave the canonical ``idle``.
+
+        ``put_back`` records how its known-good is put back after a run, decided at the
+        seeding: ``{mechanism: overlay|restore, reason}`` (:mod:`._overlay`).
 
         Keeps ``history`` and ``first_seeded_at`` of an earlier seed. Raises
         :class:`ValidationError` on bad values and :class:`StateError` when the existing
@@ -241,6 +245,8 @@ class Registry:
                 "node": node,
             }
         )
+        if put_back is not None:
+            data["put_back"] = dict(put_back)
         entry = {
             "event": "reseeded" if old else "seeded",
             "from": old["status"] if old else None,

@@ -590,7 +590,27 @@ class AppSnapshot:
             )
 
     @staticmethod
-    def local_mountpoint(info: Any) -> str:
+    def local_mountpoint(info: Any, write: bool = False) -> str:
+        """The directory holding the volume's data on this machine.
+
+        An overlay volume (an overlay-backed canonical, :mod:`._overlay`) is read through
+        its lower tree, which is its merged view while the upper dir holds nothing (the
+        canonical at rest); it is never written here: its known-good is put back by
+        ``warm_canonical`` ``state=idle``.
+        """
+        from ansible_collections.coopcloud.ci.plugins.module_utils._overlay import dirs_of
+
+        dirs = dirs_of(getattr(info, "options", None))
+        if dirs is not None:
+            upper, lower = dirs.get("upperdir", ""), dirs.get("lowerdir", "")
+            if write or not os.path.isdir(lower) or not os.path.isdir(upper) or os.listdir(upper):
+                raise SnapshotError(
+                    f"volume {info.name} is an overlay volume of a canonical "
+                    + ("whose known-good is put back by warm_canonical state=idle, not restored "
+                       "into" if write else "holding writes of a run in its upper dir "
+                       f"{upper}: put its known-good back first (warm_canonical state=idle)")
+                )  # fmt: skip
+            return lower
         if info.driver != "local":
             raise SnapshotError(
                 f"volume {info.name} uses the {info.driver!r} driver; only local volumes "
@@ -688,7 +708,7 @@ class AppSnapshot:
                 status[short] = "missing"
                 reasons.append(f"volume {short} is missing")
                 continue
-            mounts[short] = self.local_mountpoint(info)
+            mounts[short] = self.local_mountpoint(info, write=True)
             if force:
                 status[short] = "unchecked"
             elif self.equal(mounts[short], manifest["volumes"][short]):

@@ -85,6 +85,16 @@ class RecipePaths:
         return self.directory
 
     @property
+    def known_good(self) -> str:
+        """The known-good trees of an overlay-backed canonical (:mod:`._overlay`)."""
+        return os.path.join(self.directory, "known-good")
+
+    @property
+    def overlay(self) -> str:
+        """The canonical's overlay upper and work dirs, one folder per volume."""
+        return os.path.join(self.directory, "overlay")
+
+    @property
     def secrets(self) -> str:
         """The recipe's secrets key (``secrets/key``, :mod:`._secretkey`): root only."""
         return os.path.join(self.directory, "secrets")

@@ -49,6 +49,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     validate_recipe,
     validate_state_dir,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._overlay import mechanism
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import (
     Registry,
     describe_status,
@@ -213,6 +214,7 @@ def canonical_row(
                 "promoted_by": registry.get("promoted_by"),
                 "snapshot_digest": registry.get("snapshot_digest"),
                 "node": registry.get("node"),
+                "put_back": mechanism(registry),
                 "updated_at": registry.get("updated_at"),
             }
         )

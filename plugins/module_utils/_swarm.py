@@ -177,6 +177,8 @@ class VolumeInfo:
     driver: str = "local"
     node: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    #: The driver's options (an overlay-backed canonical's: type, device, o).
+    options: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -283,6 +285,7 @@ def volume_info(raw: dict[str, Any], stack: str, node: str) -> VolumeInfo:
         driver=raw.get("Driver", "local"),
         node=node,
         labels=dict(raw.get("Labels") or {}),
+        options=dict(raw.get("Options") or {}),
     )
 
 

@@ -93,8 +93,22 @@ options:
     description:
       - With O(state=info), also verify every archive of the snapshot against its
         manifest (reads them all); the result is in RV(snapshot.verified).
+      - With O(state=idle) (the nightly sweep), also read the known-good trees of an
+        overlay-backed canonical whole against the manifest's tree digests; a tree that
+        differs is extracted again from its verified archive (RV(reextracted)).
     type: bool
     default: false
+  overlay:
+    description:
+      - With O(state=seeded), back the canonical's volumes with overlay when it can work
+        (the kernel has overlay, Docker's data root is not on overlayfs, the volumes use
+        the C(local) driver, the canonical's node is this engine's); then the known-good is a
+        read-only tree per volume, and putting it back after a run is discarding what the
+        run wrote. V(false), or overlay refused, puts it back by restoring the snapshot.
+        The choice is recorded in the registry (C(put_back)) and kept until the next
+        seeding. Plays set it from C(ccci_canonical_overlay). See docs/canonicals.md.
+    type: bool
+    default: true
   recipes_dir:
     description:
       - The folder holding one git checkout per recipe (V(deployed) checks the known-good
@@ -390,6 +404,21 @@ restored:
   type: list
   elements: str
   sample: [content]
+put_back:
+  description:
+    - How the known-good is put back after a run, decided at the seeding - C(mechanism)
+      (V(overlay) or V(restore)) and the C(reason) overlay was not used (null when it
+      is); with O(state=idle) or V(seeded) also what was done - C(volumes) discarded or
+      restored, C(bytes_discarded) (overlay).
+  returned: always (except O(state=absent))
+  type: dict
+  sample: {mechanism: overlay, reason: null, volumes: [content], bytes_discarded: 4096}
+reextracted:
+  description: Short names of the known-good trees O(verify=true) found differing and extracted again.
+  returned: when O(state=idle)
+  type: list
+  elements: str
+  sample: []
 removed_secrets:
   description:
     - Names (never values) of the canonical's swarm secrets V(seeded) removed with the old
@@ -415,7 +444,7 @@ manifest_digest:
   type: str
   sample: 8d0f6c2e1b7a4c3d9e5f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d
 removed:
-  description: What V(absent) removed (services, networks, volumes, secrets; C(snapshot), C(secrets_key) and C(registry) as booleans).
+  description: What V(absent) removed (services, networks, volumes, secrets; C(snapshot) (with the known-good trees of overlay volumes), C(secrets_key) and C(registry) as booleans).
   returned: when O(state=absent)
   type: dict
   sample: {volumes: [warm-custom-html_ci_example_org_content], snapshot: true, secrets_key: true, registry: true}
@@ -479,6 +508,7 @@ ARGUMENT_SPEC = {
     "purpose": {"type": "str", "default": "deployed", "choices": ["deployed", "quick"]},
     "restore": {"type": "bool", "default": True},
     "verify": {"type": "bool", "default": False},
+    "overlay": {"type": "bool", "default": True},
     "recipes_dir": {"type": "path", "default": "~/.abra/recipes"},
     "fetch": {"type": "bool", "default": True},
     **driver_spec(),
@@ -512,7 +542,7 @@ def run(module: AnsibleModule, canonical: Canonical) -> dict:
                 env=p["env"], publish=p["publish"], secrets=p["secrets"], check=check,
             )  # fmt: skip
         elif state == "idle":
-            result = canonical.idle(run_id, restore=p["restore"], check=check)
+            result = canonical.idle(run_id, restore=p["restore"], verify=p["verify"], check=check)
         else:
             result = canonical.seeded(run_id, check=check)
         result["run_id"] = run_id
@@ -538,6 +568,7 @@ def main() -> None:
         canonical = seen["canonical"] = Canonical(
             p["state_dir"], p["recipe"], domain_suffix=p["domain_suffix"],
             driver=get_driver(p["driver"]), wait_timeout=p["wait_timeout"],
+            overlay=p["overlay"],
         )  # fmt: skip
         # a change holds the recipe's work lock for this process's life (docs/reliability.md)
         changes = p["state"] != "info" and not module.check_mode

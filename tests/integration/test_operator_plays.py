@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import volumes
 from support.ansible import dump, run_module, run_playbook
 from support.keycloak_double import KeycloakDouble
 
@@ -27,7 +28,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     stack_name,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._runs import RunRecord
-from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import tree_digest
 
 pytestmark = pytest.mark.swarm
 
@@ -87,18 +87,18 @@ def test_restore_brings_back_the_known_good_bytes_and_status_shows_it(
     assert registry["promoted_by"] == run_id
     manifest = json.loads((state_dir / RECIPE / "snapshot" / "manifest.json").read_text())
     known_good = manifest["volumes"]["content"]["tree_digest"]
-    mount = Path(docker_client.volumes.get(f"{stack}_content").attrs["Mountpoint"])
-    assert tree_digest(str(mount)) == known_good
+    mount = volumes.write_dir(docker_client, f"{stack}_content")  # an overlay's upper dir
+    assert volumes.tree(docker_client, f"{stack}_content") == known_good
 
     # an operator's mistake: the canonical's data changes by hand
     (mount / "index.html").write_text("<h1>defaced</h1>\n")
     (mount / "extra.txt").write_bytes(os.urandom(64))
-    assert tree_digest(str(mount)) != known_good
+    assert volumes.tree(docker_client, f"{stack}_content") != known_good
 
     res = play("restore.yml", tmp_path, {"recipe": RECIPE, **common})
     assert res.rc == 0, dump(res)
     assert f"RESTORE RESULT: restored:{RECIPE} {latest}" in res.stdout
-    assert tree_digest(str(mount)) == known_good
+    assert volumes.tree(docker_client, f"{stack}_content") == known_good
     assert not (mount / "extra.txt").exists()
     assert not (state_dir / RECIPE / "lock").exists()
     after = json.loads((state_dir / RECIPE / "canonical.json").read_text())

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support import volumes
 from support.ansible import dump, run_module, run_playbook
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
@@ -19,7 +20,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     cold_domain,
     stack_name,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import tree_digest
 
 pytestmark = [pytest.mark.swarm, pytest.mark.slow]
 
@@ -50,8 +50,9 @@ def promote_notes(state_dir: Path, run_id: str) -> list[str]:
     return [n for n in record(state_dir, run_id)["notes"] if n.startswith("promote:")]
 
 
-def volume_mount(client, name: str) -> str:
-    return client.volumes.get(name).attrs["Mountpoint"]
+def volume_tree(client, name: str) -> str:
+    """The tree digest of a volume's data (an overlay volume's merged view)."""
+    return volumes.tree(client, name)
 
 
 @pytest.fixture
@@ -100,10 +101,7 @@ def test_green_latest_seeds_then_older_and_red_do_not_move_it_and_green_reseeds(
     volume = f"{canonical['stack']}_content"
     labels = docker_client.volumes.get(volume).attrs["Labels"]
     assert labels["com.docker.stack.namespace"] == canonical["stack"]
-    assert (
-        tree_digest(volume_mount(docker_client, volume))
-        == (manifest["volumes"]["content"]["tree_digest"])
-    )
+    assert volume_tree(docker_client, volume) == (manifest["volumes"]["content"]["tree_digest"])
     assert not docker_client.api.services(
         filters={"label": f"com.docker.stack.namespace={canonical['stack']}"}
     )
@@ -152,10 +150,7 @@ def test_green_latest_seeds_then_older_and_red_do_not_move_it_and_green_reseeds(
         "reseeded",
     ]
     manifest2 = json.loads(manifest2_bytes)
-    assert (
-        tree_digest(volume_mount(docker_client, volume))
-        == (manifest2["volumes"]["content"]["tree_digest"])
-    )
+    assert volume_tree(docker_client, volume) == (manifest2["volumes"]["content"]["tree_digest"])
 
 
 def test_recipe_not_enrolled_does_not_promote(

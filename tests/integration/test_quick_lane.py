@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from support import volumes
 from support.ansible import ROOT, dump, run_module, run_playbook
 from support.fixtures import init_state, remove_stack_everything
 
@@ -35,7 +36,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     volume_name,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import Registry
-from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import tree_digest
 
 # one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
 pytestmark = [pytest.mark.swarm, pytest.mark.slow, pytest.mark.xdist_group("test_quick_lane")]
@@ -89,10 +89,13 @@ def manifest_bytes(state_dir: Path, recipe: str) -> bytes:
 
 def canonical_volumes(client, suffix: str, recipe: str, shorts: list[str]) -> dict[str, Path]:
     stack = stack_name(canonical_domain(recipe, suffix))
-    return {
-        short: Path(client.volumes.get(volume_name(stack, short)).attrs["Mountpoint"])
-        for short in shorts
-    }
+    # where a run's writes are (an undeployed overlay volume's upper dir)
+    return {short: volumes.write_dir(client, volume_name(stack, short)) for short in shorts}
+
+
+def canonical_trees(client, suffix: str, recipe: str, shorts: list[str]) -> dict[str, str]:
+    stack = stack_name(canonical_domain(recipe, suffix))
+    return {short: volumes.tree(client, volume_name(stack, short)) for short in shorts}
 
 
 def canonical_services(client, suffix: str, recipe: str) -> list[str]:
@@ -104,10 +107,7 @@ def canonical_services(client, suffix: str, recipe: str) -> list[str]:
 def at_rest_proof(client, env: dict, recipe: str, shorts: list[str]) -> dict:
     """The registry, the snapshot manifest, and each volume's tree vs its known-good digest."""
     manifest = json.loads(manifest_bytes(env["state_dir"], recipe))
-    trees = {
-        short: tree_digest(str(path))
-        for short, path in canonical_volumes(client, env["suffix"], recipe, shorts).items()
-    }
+    trees = canonical_trees(client, env["suffix"], recipe, shorts)
     known_good = {short: manifest["volumes"][short]["tree_digest"] for short in shorts}
     return {
         "registry": registry_of(env["state_dir"], recipe),
@@ -302,7 +302,8 @@ def test_canonical_left_not_at_rest_is_restored_before_use(warm, examples, docke
     # wants (so reattaching without a restore would be unhealthy: ERROR), and a stray file
     (mount / "index.html").write_text("half-upgraded\n")
     (mount / "left-by-a-dead-run").write_bytes(os.urandom(64))
-    assert tree_digest(str(mount)) != before["known_good"]["content"]
+    tree = canonical_trees(docker_client, warm["suffix"], HTML, ["content"])["content"]
+    assert tree != before["known_good"]["content"]
 
     rid = run_id()
     res = play("quick.yml", extravars(warm, HTML, html["previous"], rid), warm["tmp"])

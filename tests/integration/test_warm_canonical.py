@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import volumes
 from support.ansible import dump, run_module
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
@@ -50,7 +51,13 @@ def get(url: str, timeout: float = 30) -> httpx.Response:
 
 
 @pytest.fixture
-def seeded(docker_client, examples, examples_root, state_dir, unique, cleanup_stacks):
+def overlay() -> bool:
+    """Seed on overlay volumes (the default); a test parametrizes False for the fallback."""
+    return True
+
+
+@pytest.fixture
+def seeded(docker_client, examples, examples_root, state_dir, unique, cleanup_stacks, overlay):
     """A canonical seeded from a fresh app of the recipe at its latest version."""
     suffix = f"{unique}.ccci.test"
     source = f"src-{unique}.{suffix}"
@@ -79,7 +86,7 @@ def seeded(docker_client, examples, examples_root, state_dir, unique, cleanup_st
     assert not docker_client.volumes.list(
         filters={"label": f"com.docker.stack.namespace={stack_name(domain)}"}
     )
-    out = call({"state": "seeded", "run_id": unique, **common})
+    out = call({"state": "seeded", "run_id": unique, "overlay": overlay, **common})
     assert out["changed"] is True and out["status"] == "idle", out["_dump"]
     yield {
         "suffix": suffix,
@@ -94,7 +101,12 @@ def seeded(docker_client, examples, examples_root, state_dir, unique, cleanup_st
 
 
 def content_mount(client, stack: str) -> Path:
-    return Path(client.volumes.get(f"{stack}_content").attrs["Mountpoint"])
+    """Where a run's writes are: ``_data`` while deployed, else the overlay's upper dir."""
+    return volumes.write_dir(client, f"{stack}_content")
+
+
+def content_tree(client, stack: str) -> str:
+    return volumes.tree(client, f"{stack}_content")
 
 
 def manifest_of(state_dir: Path) -> dict:
@@ -108,10 +120,12 @@ def test_seeded_registry_and_idempotence(docker_client, seeded, state_dir):
     assert reg["promoted_by"] == seeded["run_id"]
     assert reg["snapshot_digest"] == hashlib.sha256(manifest_bytes).hexdigest()
     assert reg["node"] == docker_client.info()["Swarm"]["NodeID"]
-    mount = content_mount(docker_client, seeded["stack"])
-    assert (
-        tree_digest(str(mount)) == json.loads(manifest_bytes)["volumes"]["content"]["tree_digest"]
-    )
+    known = json.loads(manifest_bytes)["volumes"]["content"]["tree_digest"]
+    assert content_tree(docker_client, seeded["stack"]) == known
+    # at rest on an overlay volume: its options name the known-good tree and scratch dirs
+    options = docker_client.api.inspect_volume(f"{seeded['stack']}_content")["Options"]
+    assert options["type"] == "overlay" and "/known-good/volumes/content," in options["o"]
+    assert reg["put_back"] == {"mechanism": "overlay", "reason": None}
     before = (state_dir / RECIPE / "canonical.json").read_bytes()
     again = call({"state": "seeded", "run_id": "abcdef", **seeded["common"]}, check=True)
     assert again["changed"] is False, again["_dump"]
@@ -172,6 +186,7 @@ def test_marker_survives_undeploy_and_reattach_and_restore_brings_known_good_bac
     assert not docker_client.api.services(filters=label)
     assert not docker_client.api.containers(all=True, filters=label)
     assert docker_client.volumes.get(f"{seeded['stack']}_content")
+    mount = content_mount(docker_client, seeded["stack"])  # the upper dir, now unmounted
     assert (mount / "marker.txt").read_text() == marker
     same = call({"state": "idle", "run_id": "a00001", "restore": False, **common})
     assert same["changed"] is False, same["_dump"]
@@ -189,8 +204,10 @@ def test_marker_survives_undeploy_and_reattach_and_restore_brings_known_good_bac
     assert down["changed"] is True and down["restored"] == ["content"], down["_dump"]
     assert down["diff"]["before"]["status"] == "deployed"
     assert down["diff"]["after"]["status"] == "idle"
+    assert down["put_back"]["mechanism"] == "overlay", down["_dump"]
+    assert down["put_back"]["bytes_discarded"] >= len(marker), down["_dump"]
     assert not (mount / "marker.txt").exists()
-    assert tree_digest(str(mount)) == known
+    assert content_tree(docker_client, seeded["stack"]) == known
     events = [(h["from"], h["to"]) for h in down["registry"]["history"][-2:]]
     assert events == [("deployed", "restoring"), ("restoring", "idle")]
 
@@ -214,14 +231,30 @@ def test_quick_purpose_always_restores(docker_client, seeded, state_dir, example
     # restore=false is not honoured for a quick run's data
     down = call({"state": "idle", "run_id": "b00001", "restore": False, **common})
     assert down["status"] == "idle" and down["restored"] == ["content"], down["_dump"]
-    assert tree_digest(str(mount)) == known
+    assert content_tree(docker_client, seeded["stack"]) == known
 
 
-def test_corrupt_snapshot_is_refused_nothing_deleted_status_left_restoring(
+@pytest.mark.parametrize("overlay", [False])
+def test_fallback_restores_and_refuses_a_corrupt_snapshot_nothing_deleted(
     docker_client, seeded, state_dir
 ):
+    """Overlay refused on purpose (ccci_canonical_overlay: false): plain volumes, and the
+    known-good is put back by a verified restore, which refuses a corrupt snapshot."""
     common = seeded["common"]
+    reg = json.loads((state_dir / RECIPE / "canonical.json").read_text())
+    assert reg["put_back"] == {
+        "mechanism": "restore",
+        "reason": "overlay volumes are turned off (ccci_canonical_overlay: false)",
+    }
+    assert not docker_client.api.inspect_volume(f"{seeded['stack']}_content")["Options"]
+    assert not (state_dir / RECIPE / "known-good").exists()
     mount = content_mount(docker_client, seeded["stack"])
+    (mount / "index.html").write_text("mutated\n")
+    back = call({"state": "idle", "run_id": "c00000", **common})
+    assert back["restored"] == ["content"] and back["put_back"]["mechanism"] == "restore"
+    assert "turned off" in back["put_back"]["reason"], back["_dump"]
+    known = manifest_of(state_dir)["volumes"]["content"]["tree_digest"]
+    assert tree_digest(str(mount)) == known
     (mount / "index.html").write_text("mutated\n")
     archive = state_dir / RECIPE / "snapshot" / "content.tar"
     data = bytearray(archive.read_bytes())

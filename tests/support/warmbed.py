@@ -35,8 +35,8 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     SnapshotStore,
-    tree_digest,
 )
+from support import volumes
 from support.ansible import ROOT
 from support.fixtures import init_state, remove_stack_everything
 
@@ -45,6 +45,8 @@ NOTES = "notes"
 BIN = Path(sys.executable).parent
 ANSIBLE_PLAYBOOK = str(BIN / "ansible-playbook")
 #: What a quick run, a crash or a restore never moves in a registry.
+#: Beside a volume's _data: Docker's own record of a volume's driver options (overlay).
+KEPT = ("_data", "opts.json")
 KNOWN_GOOD_KEYS = ("version", "commit", "snapshot_digest", "promoted_by", "seeded_at")
 
 
@@ -204,6 +206,9 @@ class Bed:
     state_dir: Path
     cold_stacks: list[str] = field(default_factory=list)
     deploy_timeout: int = 120
+    #: ccci_canonical_overlay of its plays: False seeds canonicals on plain volumes (the
+    #: restore mechanism, e.g. for crash points of the restore path).
+    overlay: bool = True
 
     @classmethod
     def make(cls, tmp: Path, recipes_dir: Path, unique: str, stages: list[str] | None) -> Bed:
@@ -230,6 +235,7 @@ class Bed:
             "ccci_run_id": rid,
             "ccci_deploy_timeout": self.deploy_timeout,
             "ccci_lock_poll": 0.5,
+            "ccci_canonical_overlay": self.overlay,
             **more,
         }
         if ref is not None:
@@ -301,19 +307,25 @@ class Bed:
     def stack(self, recipe: str) -> str:
         return stack_name(canonical_domain(recipe, self.suffix))
 
-    def mounts(self, client, recipe: str) -> dict[str, Path]:
+    def volume_names(self, client, recipe: str) -> dict[str, str]:
         stack = self.stack(recipe)
         label = {"label": f"com.docker.stack.namespace={stack}"}
         vols = (client.api.volumes(filters=label) or {}).get("Volumes") or []
         prefix = stack + "_"
-        return {v["Name"][len(prefix) :]: Path(v["Mountpoint"]) for v in vols}
+        return {v["Name"][len(prefix) :]: v["Name"] for v in vols}
+
+    def mounts(self, client, recipe: str) -> dict[str, Path]:
+        """Where a test writes into each volume (an overlay volume's upper dir)."""
+        names = self.volume_names(client, recipe)
+        return {short: volumes.write_dir(client, name) for short, name in names.items()}
 
     def services(self, client, recipe: str) -> list[str]:
         label = {"label": f"com.docker.stack.namespace={self.stack(recipe)}"}
         return sorted(s["Spec"]["Name"] for s in client.api.services(filters=label))
 
     def trees(self, client, recipe: str) -> dict[str, str]:
-        return {short: tree_digest(str(p)) for short, p in self.mounts(client, recipe).items()}
+        names = self.volume_names(client, recipe)
+        return {short: volumes.tree(client, name) for short, name in names.items()}
 
     def known_good(self, recipe: str) -> dict[str, str]:
         manifest = json.loads(self.manifest_bytes(recipe))
@@ -330,13 +342,16 @@ class Bed:
             "lock": (self.state_dir / recipe / "lock").exists(),
             # beside each volume's _data: nothing (no staging or replaced tree of a restore)
             "leftovers": {
-                short: sorted(p.name for p in path.parent.iterdir() if p.name != "_data")
-                for short, path in self.mounts(client, recipe).items()
+                short: sorted(p.name for p in path.parent.iterdir() if p.name not in KEPT)
+                for short, path in (
+                    (short, Path(volumes.attrs(client, name)["Mountpoint"]))
+                    for short, name in self.volume_names(client, recipe).items()
+                )
             },
         }
 
     def volume_path(self, client, recipe: str, short: str) -> Path:
-        return Path(client.volumes.get(volume_name(self.stack(recipe), short)).attrs["Mountpoint"])
+        return volumes.write_dir(client, volume_name(self.stack(recipe), short))
 
     # -- clean-up -----------------------------------------------------------------------------
 
