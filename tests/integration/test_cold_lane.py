@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import ROOT, dump, run_module, run_playbook
-from support.fixtures import GREEN_COLD_STAGES, init_state, remove_stack_everything
+from support.fixtures import GREEN_COLD_STAGES, init_state, lane_vars, remove_stack_everything
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     cold_domain,
@@ -39,22 +39,10 @@ HEALTH_TIMEOUT = 120  # the examples' catalog entries
 
 
 def extravars(examples_root, state_dir, run_id, recipe, ref=None, **more) -> dict:
-    out = {
-        "recipe": recipe,
-        "ccci_recipes_dir": str(examples_root),
-        "ccci_state_dir": str(state_dir),
-        "ccci_domain_suffix": SUFFIX,
-        "ccci_access": "published",
-        "ccci_fetch": False,
-        "ccci_run_id": run_id,
-        # Promote-on-green has its own tests (test_promote.py); here a green run must
-        # leave nothing behind, not even a canonical on the shared suffix.
-        "ccci_promote": False,
-        **more,
-    }
-    if ref is not None:
-        out["ref"] = ref
-    return out
+    # Promote-on-green has its own tests (test_promote.py); here a green run must leave
+    # nothing behind, not even a canonical on the shared suffix.
+    more.setdefault("ccci_promote", False)
+    return lane_vars(examples_root, state_dir, SUFFIX, recipe, ref, run_id, **more)
 
 
 def cold(args: dict, tmp: Path):

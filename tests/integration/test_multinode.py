@@ -26,6 +26,7 @@ from pathlib import Path
 import docker
 import pytest
 from support.ansible import ROOT, dump, run_playbook
+from support.fixtures import environ, init_state, lane_vars
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._archive import TarScanner
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
@@ -58,30 +59,22 @@ def sock(node: str) -> str:
 def bed(examples, examples_root, tmp_path_factory):
     started = time.monotonic()
     subprocess.run([BED, "up"], check=True, capture_output=True)
-    env_keys = ("DOCKER_HOST", "CCCI_NODE_ENGINES", "CCCI_HELPER_IMAGE")
-    saved = {k: os.environ.get(k) for k in env_keys}
-    os.environ["DOCKER_HOST"] = sock("mn1")
-    os.environ["CCCI_NODE_ENGINES"] = json.dumps({MANAGER: sock("mn1"), WORKER: sock("mn2")})
-    os.environ["CCCI_HELPER_IMAGE"] = "ccci/busybox:latest"
     tmp = tmp_path_factory.mktemp("multinode")
-    (tmp / "state").mkdir()
-    env = {
-        "tmp": tmp,
-        "state_dir": tmp / "state",
-        "recipes_dir": examples_root,
-        "suffix": f"m{os.urandom(3).hex()}.ccci.test",
-        "manager": docker.DockerClient(base_url=sock("mn1")),
-        "worker": docker.DockerClient(base_url=sock("mn2")),
-    }
+    init_state(tmp / "state")
     print(f"bed up in {time.monotonic() - started:.1f} s")
+    engines = json.dumps({MANAGER: sock("mn1"), WORKER: sock("mn2")})
     try:
-        yield env
+        with environ(DOCKER_HOST=sock("mn1"), CCCI_NODE_ENGINES=engines,
+                     CCCI_HELPER_IMAGE="ccci/busybox:latest"):  # fmt: skip
+            yield {
+                "tmp": tmp,
+                "state_dir": tmp / "state",
+                "recipes_dir": examples_root,
+                "suffix": f"m{os.urandom(3).hex()}.ccci.test",
+                "manager": docker.DockerClient(base_url=sock("mn1")),
+                "worker": docker.DockerClient(base_url=sock("mn2")),
+            }
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         started = time.monotonic()
         subprocess.run([BED, "down"], check=True, capture_output=True)
         print(f"bed down in {time.monotonic() - started:.1f} s")
@@ -89,20 +82,9 @@ def bed(examples, examples_root, tmp_path_factory):
 
 def play(env: dict, book: str, recipe: str, ref: str | None, **more):
     rid = os.urandom(3).hex()
-    args = {
-        "recipe": recipe,
-        "ccci_recipes_dir": str(env["recipes_dir"]),
-        "ccci_state_dir": str(env["state_dir"]),
-        "ccci_domain_suffix": env["suffix"],
-        "ccci_access": "published",
-        # host-mode ports answer on the node the app runs on: the worker's address
-        "ccci_published_host": WORKER_ADDR,
-        "ccci_fetch": False,
-        "ccci_run_id": rid,
-        **more,
-    }
-    if ref is not None:
-        args["ref"] = ref
+    # host-mode ports answer on the node the app runs on: the worker's address
+    more.setdefault("ccci_published_host", WORKER_ADDR)
+    args = lane_vars(env["recipes_dir"], env["state_dir"], env["suffix"], recipe, ref, rid, **more)
     private = env["tmp"] / f"runner-{rid}"
     private.mkdir()
     return rid, run_playbook(book, args, private_dir=private)

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from support import volumes
 from support.ansible import ROOT, dump, run_module, run_playbook
-from support.fixtures import init_state, remove_stack_everything
+from support.fixtures import init_state, lane_vars, remove_stack_everything
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     canonical_domain,
@@ -48,21 +48,10 @@ RESTORE_TASK = "TASK [coopcloud.ci.lane_quick : Undeploy the canonical and resto
 
 
 def extravars(env: dict, recipe: str, ref: str | None, run_id: str, **more) -> dict:
-    out = {
-        "recipe": recipe,
-        "ccci_recipes_dir": str(env["recipes_dir"]),
-        "ccci_state_dir": str(env["state_dir"]),
-        "ccci_domain_suffix": env["suffix"],
-        "ccci_access": "published",
-        "ccci_fetch": False,
-        "ccci_run_id": run_id,
-        **more,
-    }
     if os.environ.get("CCCI_CATALOG_DIR"):  # another catalog than the collection's example one
-        out["ccci_catalog_dir"] = os.environ["CCCI_CATALOG_DIR"]
-    if ref is not None:
-        out["ref"] = ref
-    return out
+        more = {"ccci_catalog_dir": os.environ["CCCI_CATALOG_DIR"], **more}
+    return lane_vars(env["recipes_dir"], env["state_dir"], env["suffix"], recipe, ref, run_id,
+                     **more)  # fmt: skip
 
 
 def play(book: str, args: dict, tmp: Path):

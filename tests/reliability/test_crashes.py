@@ -36,7 +36,7 @@ from pathlib import Path
 import docker
 import pytest
 from support.ansible import run_module
-from support.fixtures import remove_stack_everything
+from support.fixtures import environ, remove_stack_everything
 from support.warmbed import HTML, NOTES, Bed, at_rest, make_catalog, run_id, unmoved
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import (  # noqa: F401 - crash points
@@ -315,10 +315,7 @@ def test_the_pause_hook_is_on_the_normal_path(tmp_path):
     from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
 
     marker = Path(_faults.marker_path("lock.taken@2", str(tmp_path)))
-    env = {"CCCI_PAUSE_AT": "lock.taken@2", "CCCI_PAUSE_DIR": str(tmp_path)}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with environ(CCCI_PAUSE_AT="lock.taken@2", CCCI_PAUSE_DIR=str(tmp_path)):
         _faults.checkpoint("lock.taken")  # first pass: counted, no pause
         assert not marker.exists()
         done = threading.Event()
@@ -332,9 +329,3 @@ def test_the_pause_hook_is_on_the_normal_path(tmp_path):
         marker.unlink()
         thread.join(10)
         assert done.is_set()
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

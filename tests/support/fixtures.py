@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -102,6 +103,42 @@ def init_state(path: Path) -> Path:
     that needs a state dir goes through; an existing folder is adopted."""
     _state.init_state_dir(str(path), by="tests")
     return Path(path)
+
+
+@contextlib.contextmanager
+def environ(**values: str):
+    """``os.environ`` with ``values`` set, and as it was again afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def lane_vars(
+    recipes_dir, state_dir, suffix: str, recipe: str, ref: str | None, run_id: str, **more
+) -> dict:
+    """The extra vars of one lane play on this machine: the recipes and state dirs given,
+    apps reached on their published ports, no fetch of the recipe's origin. ``ref`` is
+    left out when None (the play's default: the recipe's latest tag)."""
+    out = {
+        "recipe": recipe,
+        "ccci_recipes_dir": str(recipes_dir),
+        "ccci_state_dir": str(state_dir),
+        "ccci_domain_suffix": suffix,
+        "ccci_access": "published",
+        "ccci_fetch": False,
+        "ccci_run_id": run_id,
+        **more,
+    }
+    if ref is not None:
+        out["ref"] = ref
+    return out
 
 
 @pytest.fixture

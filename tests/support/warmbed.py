@@ -38,7 +38,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
 )
 from support import volumes
 from support.ansible import ROOT
-from support.fixtures import init_state, remove_stack_everything
+from support.fixtures import init_state, lane_vars, remove_stack_everything
 
 HTML = "custom-html"
 NOTES = "notes"
@@ -224,23 +224,14 @@ class Bed:
     # -- plays ------------------------------------------------------------------------------
 
     def extravars(self, recipe: str, ref: str | None, rid: str, **more: Any) -> dict[str, Any]:
-        out = {
-            "recipe": recipe,
-            "ccci_recipes_dir": str(self.recipes_dir),
-            "ccci_state_dir": str(self.state_dir),
+        more = {
             "ccci_catalog_dir": str(self.catalog),
-            "ccci_domain_suffix": self.suffix,
-            "ccci_access": "published",
-            "ccci_fetch": False,
-            "ccci_run_id": rid,
             "ccci_deploy_timeout": self.deploy_timeout,
             "ccci_lock_poll": 0.5,
             "ccci_canonical_overlay": self.overlay,
             **more,
         }
-        if ref is not None:
-            out["ref"] = ref
-        return out
+        return lane_vars(self.recipes_dir, self.state_dir, self.suffix, recipe, ref, rid, **more)
 
     def start(
         self,
