@@ -60,6 +60,21 @@ def record_of(state_dir: Path, run_id: str) -> dict:
     return json.loads((state_dir / "runs" / f"{run_id}.json").read_text())
 
 
+@pytest.fixture
+def failing_cold(examples_root, state_dir, unique, tmp_path, cleanup_stacks):
+    """Runs a cold run of a recipe that must fail: returns the play's result, the run's
+    record and the app's stack (removed after the test whatever happens)."""
+
+    def run(recipe: str, **more):
+        stack = stack_of(recipe, unique)
+        cleanup_stacks.append(stack)
+        res = cold(extravars(examples_root, state_dir, unique, recipe, **more), tmp_path)
+        assert res.rc != 0, dump(res)
+        return res, record_of(state_dir, unique), stack
+
+    return run
+
+
 def junit_cases(path: Path) -> dict[str, ET.Element]:
     root = ET.parse(path).getroot()
     return {case.get("name").split(" ")[0]: case for case in root.iter("testcase")}
@@ -171,19 +186,12 @@ def test_upgrade_keeps_the_data_written_before_it(green, examples):
 
 @pytest.mark.slow
 def test_broken_ref_fails_fast_and_is_torn_down(
-    examples, examples_root, state_dir, unique, tmp_path, docker_client, cleanup_stacks
+    examples, unique, tmp_path, docker_client, failing_cold
 ):
-    stack = stack_of("custom-html", unique)
-    cleanup_stacks.append(stack)
     junit = tmp_path / "junit.xml"
     started = time.monotonic()
-    res = cold(
-        extravars(examples_root, state_dir, unique, "custom-html", ref="broken", junit=str(junit)),
-        tmp_path,
-    )
+    res, record, stack = failing_cold("custom-html", ref="broken", junit=str(junit))
     elapsed = time.monotonic() - started
-    assert res.rc != 0, dump(res)
-    record = record_of(state_dir, unique)
     assert record["verdict"] == "FAIL"
     assert record["commit"] == examples["custom-html"]["broken_ref"]
     install = record["stage_details"]["install"]
@@ -226,10 +234,8 @@ def test_the_front_page_says_hello():
 
 @pytest.mark.slow
 def test_notes_overlay_passes_and_a_failing_custom_test_fails_the_run(
-    examples, examples_root, state_dir, unique, tmp_path, docker_client, cleanup_stacks
+    examples, unique, tmp_path, docker_client, failing_cold
 ):
-    stack = stack_of("notes", unique)
-    cleanup_stacks.append(stack)
     catalog = tmp_path / "catalog"
     shutil.copytree(ROOT / "catalog" / "notes", catalog / "notes")
     (catalog / "notes" / "tests" / "test_fails.py").write_text(FAILING_TEST)
@@ -241,12 +247,7 @@ def test_notes_overlay_passes_and_a_failing_custom_test_fails_the_run(
             "stages: [install, serving, overlay, custom]",
         )
     )
-    res = cold(
-        extravars(examples_root, state_dir, unique, "notes", ccci_catalog_dir=str(catalog)),
-        tmp_path,
-    )
-    assert res.rc != 0, dump(res)
-    record = record_of(state_dir, unique)
+    res, record, stack = failing_cold("notes", ccci_catalog_dir=str(catalog))
     assert record["version"] == examples["notes"]["latest"]
     assert record["verdict"] == "FAIL"
     assert record["stages"] == {
