@@ -209,7 +209,8 @@ class RemoteAppSnapshot(AppSnapshot):
     def node_name(self) -> str:
         return self.host
 
-    def local_mountpoint(self, info: Any) -> str:
+    def local_mountpoint(self, info: Any, write: bool = False) -> str:
+        # the volume's name on its node: the helper container mounts it, to read or write
         if info.driver != "local":
             raise SnapshotError(
                 f"volume {info.name} on node {self.host} uses the {info.driver!r} driver; "

@@ -589,8 +589,7 @@ class AppSnapshot:
                 "has removed them, or remove them"
             )
 
-    @staticmethod
-    def local_mountpoint(info: Any, write: bool = False) -> str:
+    def local_mountpoint(self, info: Any, write: bool = False) -> str:
         """The directory holding the volume's data on this machine.
 
         An overlay volume (an overlay-backed canonical, :mod:`._overlay`) is read through

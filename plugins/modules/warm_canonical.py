@@ -444,7 +444,9 @@ manifest_digest:
   type: str
   sample: 8d0f6c2e1b7a4c3d9e5f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d
 removed:
-  description: What V(absent) removed (services, networks, volumes, secrets; C(snapshot) (with the known-good trees of overlay volumes), C(secrets_key) and C(registry) as booleans).
+  description:
+    - What V(absent) removed (services, networks, volumes, secrets).
+    - C(snapshot) (with the known-good trees of overlay volumes), C(secrets_key) and C(registry) as booleans.
   returned: when O(state=absent)
   type: dict
   sample: {volumes: [warm-custom-html_ci_example_org_content], snapshot: true, secrets_key: true, registry: true}
