@@ -159,6 +159,7 @@ class CallbackModule(CallbackBase):
     def _tick(self) -> None:
         interval = self._interval()
         next_at = None
+        progressed = None  # the task that printed progress: its own lines say it still runs
         while not self._stop.wait(1):
             running = self._running
             if running is None:
@@ -168,8 +169,8 @@ class CallbackModule(CallbackBase):
             if follow:
                 self._follow(follow)
             if self._print_progress():
-                next_at = (key, time.monotonic() + interval)
-            if not interval:
+                progressed = key
+            if not interval or progressed == key:
                 continue
             if next_at is None or next_at[0] != key:
                 next_at = (key, started + interval)

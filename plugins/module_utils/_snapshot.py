@@ -453,10 +453,13 @@ class SnapshotStore:
                 for short, target in targets.items()
             }
         staged: dict[str, str] = {}
+        parents: dict[str, os.stat_result] = {}  # their times, put back if nothing is swapped
         try:
             for short in sorted(targets):
                 target = os.path.abspath(targets[short])
                 clean_staging(target)
+                parent = os.path.dirname(target)
+                parents.setdefault(parent, os.stat(parent))
                 staging = staging_name(target)
                 os.mkdir(staging, 0o700)
                 staged[short] = staging
@@ -471,6 +474,11 @@ class SnapshotStore:
         except BaseException:
             for staging in staged.values():
                 remove_tree(staging)
+            # the archives are checked while they stream, so a refused one made and removed a
+            # staging directory: its parent's times go back too (a refused restore changes nothing)
+            for parent, was in parents.items():
+                with contextlib.suppress(OSError):
+                    os.utime(parent, ns=(was.st_atime_ns, was.st_mtime_ns))
             raise
         replaced = []
         for i, short in enumerate(sorted(targets)):

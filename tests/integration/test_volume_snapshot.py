@@ -110,7 +110,7 @@ def test_custom_html_deploy_mark_undeploy_snapshot_mutate_restore(
     res, out = snap({**args, "state": "present"})
     assert res.rc != 0
     assert f"app {domain} is deployed" in out["msg"] and "undeploy it first" in out["msg"]
-    assert os.listdir(state_dir) == []
+    assert os.listdir(state_dir) == [".ccci-state"]  # only the marker it was made with
 
     res = run_module(APP, {"domain": domain, "state": "undeployed", "wait_timeout": 120})
     assert res.rc == 0, dump(res)
