@@ -70,6 +70,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._fsops import (
     staging_name,
     tar_version,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._overlay import dirs_of
 from ansible_collections.coopcloud.ci.plugins.module_utils._progress import Progress
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
     SNAPSHOT_NAME,
@@ -605,8 +606,6 @@ class AppSnapshot:
         canonical at rest); it is never written here: its known-good is put back by
         ``warm_canonical`` ``state=idle``.
         """
-        from ansible_collections.coopcloud.ci.plugins.module_utils._overlay import dirs_of
-
         dirs = dirs_of(getattr(info, "options", None))
         if dirs is not None:
             upper, lower = dirs.get("upperdir", ""), dirs.get("lowerdir", "")
