@@ -18,6 +18,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciEr
 RECIPE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 RUN_ID_RE = re.compile(r"^[0-9a-f]{6}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
+FULL_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REALM_RE = re.compile(r"^(?P<recipe>[a-z0-9][a-z0-9-]{0,39})-(?P<run_id>[0-9a-f]{6})$")
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _REF_RE = re.compile(r"^[A-Za-z0-9._+/-]{1,200}$")
@@ -87,11 +88,15 @@ def stack_name(domain: str) -> str:
     return stack_name_unchecked(validate_domain(domain))
 
 
+def validate_volume_short(short: object, error: type[CcciError] = ValidationError) -> str:
+    """A volume's name in a compose file (``<stack>_<short>`` is the swarm's)."""
+    rule = "use 1-63 letters, digits and _ . -, starting with a letter or digit"
+    return matching(short, _VOLUME_SHORT_RE, "volume name", rule, error)
+
+
 def volume_name(stack: str, short: str) -> str:
     """The swarm volume ``<stack>_<short>`` that ``docker stack deploy`` creates."""
-    if not _VOLUME_SHORT_RE.match(short or ""):
-        raise ValidationError(f"volume name {short!r} is invalid")
-    return f"{stack}_{short}"
+    return f"{stack}_{validate_volume_short(short)}"
 
 
 def validate_ref(ref: object) -> str:

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
+    FULL_COMMIT_RE,
     is_commit,
+    matching,
     validate_fetch_ref,
     validate_recipe,
     validate_ref,
@@ -39,7 +41,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._version import (
     sort_versions,
 )
 
-_FULL_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 LOCK_NAME = "ccci-recipe.lock"
 GIT_TIMEOUT = 120
 FETCH_TIMEOUT = 600
@@ -205,7 +206,7 @@ class RecipeRepo:
     def _rev_parse(self, rev: str) -> str | None:
         proc = self._git("rev-parse", "--verify", "-q", "--end-of-options", rev, check=False)
         out = proc.stdout.strip()
-        if proc.returncode == 0 and _FULL_COMMIT_RE.match(out):
+        if proc.returncode == 0 and FULL_COMMIT_RE.match(out):
             return out
         if proc.returncode not in (0, 1):
             raise RecipeError.of(proc, f"git rev-parse failed in {self.path}")
@@ -281,8 +282,7 @@ class RecipeRepo:
 
     def versions_at(self, commit: str) -> list[str]:
         """Version tags pointing at ``commit``, oldest first."""
-        if not _FULL_COMMIT_RE.match(commit):
-            raise RecipeError(f"{commit!r} is not a full commit id")
+        matching(commit, FULL_COMMIT_RE, "commit", "use a full 40-hex commit id", RecipeError)
         tags = self._git("tag", "--points-at", commit).stdout.split()
         return [v.tag for v in sort_versions(tags)]
 
@@ -343,11 +343,9 @@ class RecipeRepo:
         copy) then a detached checkout. The shared checkout is never modified. Refuses a
         ``workdir`` that exists and is not empty. Returns the absolute ``workdir``.
         """
-        if not isinstance(commit, str) or not _FULL_COMMIT_RE.match(commit):
-            raise RecipeError(
-                f"checkout of recipe {self.recipe!r} needs a full 40-hex commit, got {commit!r} "
-                "(resolve the ref first)"
-            )
+        matching(commit, FULL_COMMIT_RE, f"commit to check out of recipe {self.recipe!r}",
+                 "the checkout needs a full 40-hex commit (resolve the ref first)",
+                 RecipeError)  # fmt: skip
         workdir = os.path.abspath(workdir)
         created = not os.path.lexists(workdir)
         if not created:

@@ -70,6 +70,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._fsops import (
     staging_name,
     tar_version,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_volume_short
 from ansible_collections.coopcloud.ci.plugins.module_utils._overlay import dirs_of
 from ansible_collections.coopcloud.ci.plugins.module_utils._progress import Progress
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
@@ -84,7 +85,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
 FORMAT = 1
 MANIFEST = "manifest.json"
 SLOT = SNAPSHOT_NAME
-_SHORT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 # Crash points (tests/reliability kills the process at each; see _faults).
 (
@@ -513,8 +513,7 @@ class SnapshotStore:
 
 
 def _check_short(short: str) -> None:
-    if not isinstance(short, str) or not _SHORT_RE.match(short):
-        raise SnapshotError(f"volume name {short!r} is invalid")
+    validate_volume_short(short, SnapshotError)
 
 
 def _check_manifest(data: Any, recipe: str, path: str) -> None:
@@ -531,8 +530,10 @@ def _check_manifest(data: Any, recipe: str, path: str) -> None:
     if not isinstance(volumes, dict) or not volumes:
         raise bad("it lists no volumes")
     for short, entry in volumes.items():
-        if not isinstance(short, str) or not _SHORT_RE.match(short):
-            raise bad(f"volume name {short!r} is invalid")
+        try:
+            validate_volume_short(short, CorruptSnapshotError)
+        except CorruptSnapshotError as exc:
+            raise bad(str(exc)) from None
         if not isinstance(entry, dict) or entry.get("archive") != f"{short}.tar":
             raise bad(f"volume {short!r} does not name its archive {short}.tar")
         if not re.match(r"^[0-9a-f]{64}$", str(entry.get("sha256", ""))):
