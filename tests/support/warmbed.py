@@ -110,6 +110,16 @@ def processes_with(tag: str, exclude: tuple[str, ...] = ()) -> list[int]:
     return sorted(found)
 
 
+def _start_of(pid: int) -> str | None:
+    """The start time of a live (not zombie) process; None once it is a zombie or gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in (b"Z", b"X") else fields[19].decode()
+
+
 @dataclass
 class Play:
     """One ``ansible-playbook`` in a session (process group) of its own."""
@@ -158,11 +168,13 @@ class Play:
         of the play (the workers in sessions of their own, their modules, docker CLIs).
         All are stopped first, so none forks or acts between the look and the kill."""
         stopped: set[int] = set()
+        started: dict[int, str | None] = {}
         for _ in range(20):
             new = set(self.processes()) - stopped
             if not new:
                 break
             for pid in new:
+                started[pid] = _start_of(pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)
             stopped |= new
@@ -172,11 +184,15 @@ class Play:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(60)
-        for _ in range(50):
-            if not self.processes():
+        # A dying process drops its memory (so its environment reads empty and processes()
+        # no longer sees it) before its files: its flocks (the work lock) go only when it
+        # is a zombie or reaped. Wait for that, not for the environment to vanish.
+        for _ in range(100):
+            left = [pid for pid in stopped if started[pid] and started[pid] == _start_of(pid)]
+            if not left and not self.processes():
                 return
             time.sleep(0.1)
-        raise AssertionError(f"{self.name}: processes left after the kill: {self.processes()}")
+        raise AssertionError(f"{self.name}: processes left after the kill: {left}")
 
     def wait(self, timeout: float = 900) -> int:
         try:
