@@ -10,8 +10,9 @@ export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
 # pytest-xdist: worker processes, and tests of one xdist_group on one worker (tests that
 # share a module-scoped set-up, or act on something host-wide). The suite waits mostly on
-# the Docker engine, so more workers than cores pays.
-XDIST ?= -n 3 --dist loadgroup
+# the Docker engine, so more workers than cores pays. The longest units go first
+# (tests/support/schedule.py orders them; --no-loadscope-reorder keeps that order).
+XDIST ?= -n 3 --dist loadgroup --no-loadscope-reorder
 # The smoke test of make check: real plays, the settings from an inventory, no swarm.
 SMOKE ?= tests/integration/test_inventory_settings.py
 
