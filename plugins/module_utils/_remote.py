@@ -16,9 +16,11 @@ the same. See docs/multinode.md.
 
 Differences from the local path, on purpose and documented: the engine's tar keeps
 modification times to the second (the digests of a remote canonical are those of its
-archives, taken and compared through the same path), and a restore empties a volume by
-removing and re-creating it before the extraction instead of an atomic exchange (a
-crash in between leaves the registry ``restoring``, and the next run restores again).
+archives, taken and compared through the same path), and a restore swaps the staged
+tree in by two renames run by one started helper container on the node (busybox has no
+``renameat2`` exchange): once started it runs to its end whatever happens to this
+process, and only the engine dying between the two renames can interrupt it, which the
+next restore of that volume completes (:meth:`RemoteAppSnapshot.recover`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
 from ansible_collections.coopcloud.ci.plugins.module_utils._archive import (
     CHUNK,
     BackgroundDigests,
@@ -54,6 +57,28 @@ HELPER_ENV = "CCCI_HELPER_IMAGE"
 DEFAULT_HELPER = "busybox:stable"
 ARCHIVER = "docker-engine-api"
 MOUNT = "/ccci-volume"
+# a restore works in the volume's own directory on its node (beside ``_data``, on the
+# same file system, so each rename is atomic), bound into a helper at PARENT
+PARENT = "/ccci-parent"
+STAGING, STAGED, OLD = ".ccci-staging", ".ccci-staged", ".ccci-old"
+HELPER_LABEL = "coopcloud.ci.helper"
+# put an interrupted swap right (the staged tree in, else the old one back), then clear
+RECOVER = (
+    f"cd {PARENT} && {{ [ -d _data ] || [ ! -d {STAGED} ] || mv {STAGED} _data; }} && "
+    f"{{ [ -d _data ] || [ ! -d {OLD} ] || mv {OLD} _data; }} && "
+    f"rm -rf {STAGING} {STAGED} {OLD}"
+)
+PREPARE = f"{RECOVER} && mkdir -m 0700 {STAGING}"
+# the staged tree is complete once renamed; then old out, new in, old removed
+SWAP = (
+    f"cd {PARENT} && mv {STAGING} {STAGED} && mv _data {OLD} && mv {STAGED} _data && rm -rf {OLD}"
+)
+(P_REMOTE_STAGED,) = _faults.register_all(
+    {
+        "remote.staged": "remote restore: every archive extracted beside its volume on the "
+        "node, no volume swapped yet"
+    }
+)
 
 
 class NodeError(SnapshotError):
@@ -242,7 +267,7 @@ class RemoteAppSnapshot(AppSnapshot):
         cid = api.create_container(
             self._image(),
             ["true"],
-            labels={"coopcloud.ci.helper": self.stack},
+            labels={HELPER_LABEL: self.stack},
             host_config=api.create_host_config(binds={volume: {"bind": MOUNT, "mode": "rw"}}),
         )["Id"]
         try:
@@ -314,38 +339,154 @@ class RemoteAppSnapshot(AppSnapshot):
     def restore(
         self, targets: Mapping[str, str | None], create: Callable[[str], str] | None = None
     ) -> dict[str, Any]:
-        """Make each named volume on the node exactly its archive: every archive is
-        verified first; then each volume is emptied (removed and created again with its
-        labels), the archive extracted into it by the node's engine, and the volume's
-        root given the archive's owner, mode and time last."""
+        """Make each named volume on the node exactly its archive, as the local path does:
+        every archive is verified first; each is then extracted by the node's engine into
+        a staging directory beside its volume's ``_data`` (the staged root given the
+        archive's owner, mode and time), and only once every volume is staged is each
+        swapped in (:data:`SWAP`). A kill before the swap leaves the old trees whole, one
+        after it the new ones."""
         manifest = self.store.manifest()
         self.store.verify()  # sha256, size and every member header, before any write
-        done = {}
-        for short in sorted(targets):
+        names = {
+            short: name
+            if name is not None
+            else (create(short) if create else self.create_volume(short))
+            for short, name in sorted(targets.items())
+        }
+        parents = {short: self._volume_dir(name) for short, name in names.items()}
+        for short in sorted(names):
             entry = manifest["volumes"][short]
-            name = targets[short]
-            if name is None:
-                name = create(short) if create else self.create_volume(short)
-            else:
-                self.engine.volumes.get(name).remove()
-                self.create_volume(short)
+            self._run(parents[short], PREPARE)
             path = os.path.join(self.store.path, entry["archive"])
-            with self.helper(name) as cid, open(path, "rb") as handle:
+            with self._bound(parents[short]) as cid, open(path, "rb") as handle:
                 with tarfile.open(fileobj=handle, mode="r:") as head:
                     root = head.next()
                 handle.seek(0)
-                if not self.engine.api.put_archive(cid, MOUNT, handle):
-                    raise SnapshotError(f"node {self.host} refused the archive for {name}")
+                if not self.engine.api.put_archive(cid, f"{PARENT}/{STAGING}", handle):
+                    raise SnapshotError(f"node {self.host} refused the archive for {names[short]}")
                 if root is not None and root.name in (".", "./"):
-                    self.engine.api.put_archive(cid, "/", _root_entry(root))
-            done[short] = {"target": f"{self.host}:{name}", "tree_digest": entry["tree_digest"]}
+                    self.engine.api.put_archive(cid, "/", _root_entry(root, f"{PARENT}/{STAGING}"))
+        _faults.checkpoint(P_REMOTE_STAGED)
+        for short in sorted(names):
+            self._run(parents[short], SWAP)
+        done = {
+            short: {
+                "target": f"{self.host}:{name}",
+                "tree_digest": manifest["volumes"][short]["tree_digest"],
+            }
+            for short, name in names.items()
+        }
         return {"manifest_digest": self.store.manifest_digest(), "volumes": done}
 
+    def plan_restore(self, only: list[str] | None, force: bool) -> dict[str, Any]:
+        # a swap the engine broke off between its two renames is put right before the
+        # volumes are read (their ``_data`` may be the one missing)
+        self.recover()
+        return super().plan_restore(only, force)
 
-def _root_entry(root: tarfile.TarInfo) -> bytes:
-    """A one-member tar that gives the volume's root (the mount point) its metadata: the
-    engine skips a ``.`` member, but applies owner, mode and time to a named directory."""
-    info = tarfile.TarInfo(MOUNT.lstrip("/"))
+    @_guarded("putting an interrupted restore right")
+    def recover(self) -> None:
+        """Remove the stack's finished helpers left by a killed run, and put each of its
+        volumes' directories right (:data:`RECOVER`) when a restore left work there."""
+        api = self.engine.api
+        for c in api.containers(all=True, filters={"label": f"{HELPER_LABEL}={self.stack}"}):
+            if c.get("State") != "running":
+                api.remove_container(c["Id"], force=True)
+        label = {"label": f"{NAMESPACE_LABEL}={self.stack}"}
+        for v in (api.volumes(filters=label) or {}).get("Volumes") or []:
+            if v.get("Driver") == "local" and os.path.basename(v.get("Mountpoint", "")) == "_data":
+                self._run(os.path.dirname(v["Mountpoint"]), RECOVER)
+
+    def _volume_dir(self, name: str) -> str:
+        mount = self.engine.api.inspect_volume(name).get("Mountpoint", "")
+        if os.path.basename(mount) != "_data":
+            raise SnapshotError(
+                f"volume {name} on node {self.host} has mountpoint {mount!r}, not a local "
+                "volume's .../_data: it cannot be restored atomically"
+            )
+        return os.path.dirname(mount)
+
+    def _host_config(self, source: str, bind: str = PARENT) -> Any:
+        return self.engine.api.create_host_config(binds={source: {"bind": bind, "mode": "rw"}})
+
+    @contextlib.contextmanager
+    def _bound(self, parent: str) -> Iterator[str]:
+        """A created (never started) helper with a volume's directory bound at PARENT."""
+        api = self.engine.api
+        cid = api.create_container(
+            self._image(), ["true"], labels={HELPER_LABEL: self.stack},
+            host_config=self._host_config(parent),
+        )["Id"]  # fmt: skip
+        try:
+            yield cid
+        finally:
+            api.remove_container(cid, force=True)
+
+    def _run(self, parent: str, script: str, bind: str = PARENT) -> None:
+        """Run ``script`` in a started helper on the node with ``parent`` (a volume's
+        directory, or a volume's name) bound at ``bind``; once started it runs to its end
+        on the node, whatever befalls this process."""
+        api = self.engine.api
+        cid = api.create_container(
+            self._image(), ["sh", "-c", script], labels={HELPER_LABEL: self.stack},
+            host_config=self._host_config(parent, bind),
+        )["Id"]  # fmt: skip
+        try:
+            api.start(cid)
+            code = api.wait(cid).get("StatusCode", 1)
+            if code != 0:
+                out = api.logs(cid).decode(errors="replace").strip()[-400:]
+                raise SnapshotError(
+                    f"on node {self.host}, the helper for {parent} exited {code}: {out}"
+                )
+        finally:
+            api.remove_container(cid, force=True)
+
+    # one small file in a volume (the upgrade stage's marker) ------------------------------
+    @_guarded("writing a file into a volume")
+    def write_file(self, volume: str, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(_file_name(name))
+        info.size, info.mode = len(data), 0o644
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.addfile(info, io.BytesIO(data))
+        with self.helper(volume) as cid:
+            if not self.engine.api.put_archive(cid, MOUNT, out.getvalue()):
+                raise SnapshotError(f"node {self.host} refused to write {name} into {volume}")
+
+    @_guarded("reading a file from a volume")
+    def read_file(self, volume: str, name: str) -> bytes | None:
+        """The file's bytes, or None when it is not there."""
+        import docker.errors
+
+        with self.helper(volume) as cid:
+            try:
+                stream, _stat = self.engine.api.get_archive(cid, f"{MOUNT}/{_file_name(name)}")
+            except docker.errors.NotFound:
+                return None
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream)), mode="r:") as tar:
+                member = tar.next()
+                handle = tar.extractfile(member) if member is not None else None
+                return handle.read() if handle is not None else None
+
+    @_guarded("removing a file from a volume")
+    def remove_file(self, volume: str, name: str) -> None:
+        self._run(volume, f"rm -f {MOUNT}/{_file_name(name)}", bind=MOUNT)
+
+
+def _file_name(name: str) -> str:
+    """A plain file name at a volume's root (no path, nothing to quote in ``sh``)."""
+    if not name or name in (".", "..") or not all(c.isalnum() or c in "._-" for c in name):
+        raise SnapshotError(
+            f"file name {name!r} is not a plain name of letters, digits, '.', '_', '-'"
+        )
+    return name
+
+
+def _root_entry(root: tarfile.TarInfo, path: str = MOUNT) -> bytes:
+    """A one-member tar that gives the tree's root (``path`` in the helper) its metadata:
+    the engine skips a ``.`` member, but applies owner, mode and time to a named directory."""
+    info = tarfile.TarInfo(path.lstrip("/"))
     info.type = tarfile.DIRTYPE
     info.mode, info.uid, info.gid, info.mtime = root.mode, root.uid, root.gid, root.mtime
     out = io.BytesIO()

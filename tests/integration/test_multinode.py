@@ -11,7 +11,9 @@ plays talk to the manager (``DOCKER_HOST``) and know the nodes' engines from
    down on both nodes;
 2. a quick PASS and a quick FAIL on that canonical leave the worker's known-good tree
    exact and the registry and snapshot unmoved;
-3. the worker drained: quick and restore stop with one sentence naming the node and the
+3. a remote restore killed once every archive is staged beside its volume on the worker
+   leaves the old tree whole; the next restore puts the known-good back and clears up;
+4. the worker drained: quick and restore stop with one sentence naming the node and the
    way back, and nothing is touched.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -206,7 +209,10 @@ def test_quick_pass_and_fail_on_the_worker_leave_the_known_good_exact(bed, examp
     record = record_of(bed, rid)
     assert (record["mode"], record["verdict"]) == ("quick", "PASS"), record
     assert record["stages"]["upgrade"] == "pass" and record["stages"]["serving"] == "pass"
-    assert f"is on node {WORKER}" in record["stage_details"]["upgrade"]["message"]
+    # the upgrade marker was written and read back on the worker, through its engine
+    volume = f"{stack_name(canonical_domain(HTML, bed['suffix']))}_content"
+    message = record["stage_details"]["upgrade"]["message"]
+    assert f"in volume {volume} on node {WORKER} intact after the upgrade" in message, message
     assert_unmoved(before, at_rest(bed))
 
     started = time.monotonic()
@@ -217,6 +223,62 @@ def test_quick_pass_and_fail_on_the_worker_leave_the_known_good_exact(bed, examp
     assert (record["mode"], record["verdict"]) == ("quick", "FAIL"), record
     assert record["stages"]["upgrade"] == "fail"
     assert_unmoved(before, at_rest(bed))
+
+
+def on_worker(env: dict, volume: str, script: str) -> str:
+    """Run ``script`` on the worker with ``volume``'s directory (beside ``_data``) at /p."""
+    parent = os.path.dirname(env["worker"].api.inspect_volume(volume)["Mountpoint"])
+    out = env["worker"].containers.run(
+        "ccci/busybox:latest", ["sh", "-c", script], volumes={parent: {"bind": "/p", "mode": "rw"}},
+        remove=True,
+    )  # fmt: skip
+    return out.decode()
+
+
+KILLED_RESTORE = """
+import sys
+from ansible_collections.coopcloud.ci.plugins.module_utils._remote import app_snapshot
+from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotStore
+import docker
+app = app_snapshot(docker.from_env(), SnapshotStore(sys.argv[1], sys.argv[2]), sys.argv[3])
+plan = app.plan_restore(None, True)
+app.restore(plan["mounts"])
+"""
+
+
+def test_remote_restore_killed_midway_leaves_a_whole_tree(bed, tmp_path):
+    before = at_rest(bed)
+    domain = canonical_domain(HTML, bed["suffix"])
+    volume = f"{stack_name(domain)}_content"
+    on_worker(bed, volume, "echo dirt > /p/_data/dirt.txt")
+    dirty = tree_on(bed["worker"], volume)
+    assert dirty != before["known_good"]
+    env = dict(os.environ, CCCI_PAUSE_AT="remote.staged", CCCI_PAUSE_DIR=str(tmp_path),
+               PYTHONPATH=str(ROOT / "collections"))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RESTORE, str(bed["state_dir"]), HTML, domain], env=env
+    )
+    try:
+        for _ in range(600):
+            if (tmp_path / "remote.staged.reached").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert (tmp_path / "remote.staged.reached").exists(), proc.poll()
+    finally:
+        proc.kill()
+        proc.wait()
+    # killed with the new tree staged: the old one is whole in place, the new one beside it
+    assert tree_on(bed["worker"], volume) == dirty
+    assert on_worker(bed, volume, "ls -a /p").split() == [".", "..", ".ccci-staging", "_data"]
+
+    _rid, res = play(bed, "restore.yml", HTML, None)
+    assert res.rc == 0, dump(res)
+    after = at_rest(bed)
+    assert after["tree"] == before["known_good"]
+    assert on_worker(bed, volume, "ls -a /p").split() == [".", "..", "_data"]
+    helpers = bed["worker"].containers.list(all=True, filters={"label": "coopcloud.ci.helper"})
+    assert helpers == []
+    assert after["manifest"] == before["manifest"]
 
 
 def test_worker_drained_stops_quick_and_restore_touching_nothing(bed, examples):

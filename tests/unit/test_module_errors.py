@@ -96,6 +96,13 @@ def rows(tmp: str, not_git: str):
             "exists and is not a directory",
             {},
         ),
+        (
+            "volume_marker",
+            {"recipe": "custom-html", "state_dir": state, "domain": "a.example", "node": "w9",
+             "volume": "v", "name": ".m"},
+            "does not know how to reach that node's engine: add it to CCCI_NODE_ENGINES",
+            {},
+        ),
     ]  # fmt: skip
 
 
