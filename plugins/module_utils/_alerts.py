@@ -53,6 +53,8 @@ KINDS = (
     "disk-low",
     "unit-failed",
     "sweep-red",
+    "known-good-tree-differed",
+    "known-good-unverified",
 )
 KIND_RE = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
 TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

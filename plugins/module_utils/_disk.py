@@ -51,6 +51,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._coldruns import (
     remove_cold_run,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
+from ansible_collections.coopcloud.ci.plugins.module_utils._overlay import dirs_of
 
 STEPS = ("images", "containers", "build-cache", "cold-runs")
 #: What an uncompressed POSIX tar adds per entry (header, pax header, padding) and per archive.
@@ -236,9 +237,20 @@ def volumes_of(client, stack: str) -> list[dict[str, Any]]:
 
 def volumes_size(client, stack: str) -> dict[str, tuple[str, TreeSize]]:
     """``{volume: (mount point, TreeSize)}`` of ``stack``'s volumes, read at their local
-    mount points; :class:`DiskError` when one is not reachable from here."""
+    mount points (an overlay volume: its lower tree plus its upper dir, an upper bound of
+    the data it shows); :class:`DiskError` when one is not reachable from here."""
     sizes: dict[str, tuple[str, TreeSize]] = {}
     for vol in volumes_of(client, stack):
+        # an overlay-backed canonical's volume holds its data in its lower tree and upper
+        # dir: its mount point is empty at rest
+        dirs = dirs_of(vol.get("Options")) or {}
+        layers = [dirs[k] for k in ("lowerdir", "upperdir") if dirs.get(k)]
+        if layers and all(os.path.isdir(d) for d in layers):
+            size = TreeSize()
+            for layer in layers:
+                size.add(tree_size(layer))
+            sizes[vol["Name"]] = (vol.get("Mountpoint") or "", size)
+            continue
         mount = vol.get("Mountpoint") or ""
         if not mount or not os.path.isdir(mount):
             raise DiskError(

@@ -42,6 +42,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     COMMIT_LABEL,
     NAMESPACE_LABEL,
     VERSION_LABEL,
+    StackEvents,
     SwarmError,
     WaitResult,
     converged,
@@ -630,12 +631,14 @@ class StackDriver(Driver):
             return _Observation(left == 0, f"{left} services and containers of {stack} left", now)
 
         try:
-            wait_until(
-                no_containers,
-                timeout,
-                min(self.interval, 0.5),
-                what=f"the services of stack {stack} to stop",
-            )
+            with StackEvents(self.client, stack) as events:
+                wait_until(
+                    no_containers,
+                    timeout,
+                    min(self.interval, 0.5),
+                    what=f"the services of stack {stack} to stop",
+                    sleep=events.sleep,
+                )
         except SwarmError as exc:
             raise DriverError(exc.message, state=exc.state, result=exc.result) from exc
         now = read_stack(self.client, stack)

@@ -40,6 +40,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciEr
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     COMMIT_LABEL,
     Observation,
+    StackEvents,
     StackState,
     TaskState,
     WaitFailed,
@@ -643,11 +644,14 @@ def gate(
         return Observation(True, "; ".join(reasons), seen)
 
     fatal = False
+    # a real wait on a stack probes again as soon as the stack's containers change (their
+    # health above all), not only every `interval`
+    events = StackEvents(docker_client, swarm[0].stack) if swarm and sleep is time.sleep else None
     try:
         try:
             res = wait_until(
                 probe, timeout, interval, what=f"{name} to be healthy",
-                raise_on_timeout=False, clock=clock, sleep=sleep,
+                raise_on_timeout=False, clock=clock, sleep=events.sleep if events else sleep,
             )  # fmt: skip
             healthy, attempts, elapsed, last, why = (
                 res.ok, res.attempts, res.elapsed, res.last, res.reason,
@@ -660,6 +664,8 @@ def gate(
     finally:
         for client in owned:
             client.close()
+        if events:
+            events.close()
     if healthy:
         reason = why
     elif fatal:

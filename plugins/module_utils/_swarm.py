@@ -14,7 +14,8 @@ Three layers, each usable alone:
 - :func:`wait_until`, a small poll loop on ``time.monotonic()`` that returns a
   :class:`WaitResult` (ok, attempts, elapsed, last) and, on timeout, raises
   :class:`WaitTimeout` stating the last observed condition. :func:`wait_converged` and
-  :func:`wait_gone` are built on it; the health gate reuses it with its own probes.
+  :func:`wait_gone` are built on it, woken early by the stack's engine events
+  (:class:`StackEvents`); the health gate reuses it with its own probes.
 
 Engine API 1.41 (Docker 20.10). Containers and volumes are listed through the engine
 that answers (the manager the plays run on): on a multi-node swarm a volume lives on the
@@ -23,8 +24,10 @@ node where its task ran; :attr:`TaskState.node_id` says which node that is.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -589,6 +592,63 @@ def wait_until(
         sleep(max(0.0, min(interval, timeout - elapsed)))
 
 
+class StackEvents:
+    """A sleep for :func:`wait_until` that an event of the stack cuts short.
+
+    The engine's event stream (containers carrying the stack's namespace label; services
+    and networks named ``<stack>_...``) is read in a background thread: a wait probes again
+    as soon as something of the stack started, died, changed health or went away, and
+    after ``interval`` at the latest when nothing happens. An engine that cannot stream
+    events (a test double, an old engine) leaves it a plain sleep.
+    """
+
+    def __init__(self, client, stack: str) -> None:
+        self.stack = stack
+        self._flag = threading.Event()
+        self._stream = None
+        try:
+            self._stream = client.api.events(
+                filters={"type": ["container", "service", "network"]}, decode=True
+            )
+        except Exception:  # no stream (a test double, an old engine): plain sleeps
+            return
+        threading.Thread(target=self._read, name=f"events of {stack}", daemon=True).start()
+
+    def _ours(self, event: dict) -> bool:
+        # a health check's exec_create/exec_start/exec_die come every few seconds and
+        # change nothing; its outcome does ("health_status: healthy")
+        if str(event.get("Action", "")).startswith("exec_"):
+            return False
+        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+        if attrs.get(NAMESPACE_LABEL) == self.stack:
+            return True
+        return str(attrs.get("name", "")).startswith(f"{self.stack}_")
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                if isinstance(event, dict) and self._ours(event):
+                    self._flag.set()
+        except Exception:  # the stream was closed or broke: plain sleeps from now on
+            pass
+
+    def sleep(self, seconds: float) -> None:
+        self._flag.wait(seconds)
+        self._flag.clear()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            self._stream = None
+
+    def __enter__(self) -> StackEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def wait_converged(
     client,
     stack: str,
@@ -613,7 +673,10 @@ def wait_converged(
         return Observation(ok, reason, state)
 
     try:
-        return wait_until(probe, timeout, interval, what=f"stack {stack} to converge")
+        with StackEvents(client, stack) as events:
+            return wait_until(
+                probe, timeout, interval, what=f"stack {stack} to converge", sleep=events.sleep
+            )
     except SwarmError as exc:
         if isinstance(exc.state, StackState):
             exc.tasks = [t.summary() for t in failed_tasks(exc.state, since)][-10:]
@@ -628,4 +691,7 @@ def wait_gone(client, stack: str, timeout: float, *, interval: float = 0.5) -> W
         ok, reason = is_gone(state)
         return Observation(ok, reason, state)
 
-    return wait_until(probe, timeout, interval, what=f"stack {stack} to be gone")
+    with StackEvents(client, stack) as events:
+        return wait_until(
+            probe, timeout, interval, what=f"stack {stack} to be gone", sleep=events.sleep
+        )

@@ -45,8 +45,8 @@ options:
   kind:
     description:
       - The kind of alert. The collection raises V(rollback), V(held-major),
-        V(held-manual-migration), V(quick-rollback), V(disk-low), V(unit-failed) and
-        V(sweep-red); any other kind of
+        V(held-manual-migration), V(quick-rollback), V(disk-low), V(unit-failed),
+        V(sweep-red), V(known-good-tree-differed) and V(known-good-unverified); any other kind of
         2-40 characters of C(a-z), C(0-9) and C(-) starting with a letter is accepted.
       - Required with O(state=present).
     type: str
