@@ -166,7 +166,10 @@ def _warm_blocks() -> dict[str, str]:
     )
     out["kills"] = _rows(
         ["case", "what was tried", "what held"],
-        [[case, f"{plays[kind]} of {recipe}, paused at `{point}` "
+        [[case, f"{plays[kind]} of {recipe}"
+          + (" from a canonical left dirty (status `quick`, writes in every volume: what a "
+             "dead run leaves)" if case in kills.LEFT_DIRTY else "")
+          + f", paused at `{point}` "
           f"({POINTS[point.split('@')[0]]}); " + KILLS[kill]
           + f"; at once a second run: {SECOND[second]}",
           "the second run took the lock only after every hold of the work lock by the first "
@@ -176,6 +179,7 @@ def _warm_blocks() -> dict[str, str]:
              if kind == "promote" else "canonical at rest, trees = the known-good, unmoved")]
          for case, recipe, kind, point, kill, second in kills.CASES],
     )  # fmt: skip
+    out["engine-restart"] = _engine_rows()
     out["secrets"] = _rows(
         ["lane", "started through", "what held"],
         [
@@ -214,6 +218,41 @@ HELD = {
     "and gave the lock back)",
     "shell-unread": " (the owner alive: the orphaned play ran on to its end, verdict PASS, "
     "and gave the lock back)",
+}
+
+
+def _engine_rows() -> str:
+    """The engine-restart cases (issue 15, item 5), when their module exists.
+
+    The module ``reliability/test_engine_restart.py`` lists its cases as ``CASES``, tuples
+    ``(case, play, recipe, moment, outage)``: ``play`` a key of :data:`ENGINE_PLAYS`,
+    ``moment`` the crash point (``_faults.POINTS``) the play was held at, ``outage`` a key
+    of :data:`OUTAGES`. Each row then says what was tried and the held outcome every case
+    asserts."""
+    try:
+        from reliability import test_engine_restart as engine
+    except ImportError:
+        return _rows(["case", "what was tried", "what held"], [["(none yet)", "", ""]])
+    from ansible_collections.coopcloud.ci.plugins.module_utils._faults import POINTS
+
+    return _rows(
+        ["case", "what was tried", "what held"],
+        [[case, f"{ENGINE_PLAYS[play]} of {recipe}, held at `{moment}` "
+          f"({POINTS[moment.split('@')[0]]}); {OUTAGES[outage]}",
+          "the run ends ERROR, its message naming the engine; the next quick run of the "
+          "recipe restores the canonical to rest and PASSes; nothing known-good lost"]
+         for case, play, recipe, moment, outage in engine.CASES],
+    )  # fmt: skip
+
+
+ENGINE_PLAYS = {
+    "quick": "`quick.yml` at the previous tag",
+    "restore": "`restore.yml`",
+    "promote": "`cold.yml` at the latest tag (green: promotes)",
+}
+OUTAGES = {
+    "restart": "`dockerd` restarted",
+    "stop-20": "`dockerd` stopped for 20 s, then started",
 }
 
 
