@@ -41,6 +41,9 @@ options:
     description:
       - The warm state root. Per-recipe state lives in C(<state_dir>/<recipe>/).
       - Must be an absolute path other than V(/).
+      - It must have been made on purpose (C(bin/ccci init-state) writes its marker
+        C(<state_dir>/.ccci-state)); a state dir without the marker is refused, naming the
+        path and that command, and nothing is created - not even in check mode.
     type: path
     default: /var/lib/ci-warm
 """

@@ -284,8 +284,8 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._disk import (
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     stack_name,
-    validate_state_dir,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import require_state_dir
 
 _THRESHOLD = {
     "type": "dict",
@@ -325,7 +325,7 @@ def disk(module: AnsibleModule, result: dict) -> dict:
     client = None
     what = ""
     try:
-        state_dir = validate_state_dir(p["state_dir"])
+        state_dir = require_state_dir(p["state_dir"])
         stack = stack_name(p["for_volumes_of"]) if p["for_volumes_of"] else None
         target = p["target"] or p["for_volumes_of"] or "disk"
         AlertStore.build("disk-low", target)  # validates the target before anything runs

@@ -138,6 +138,8 @@ options:
         as the quick lane's upgrade deploys it), a change holds the recipe's work lock (a
         C(flock) on C(<secrets_state_dir>/<recipe>/)) for the life of the task, so the recipe's
         lock is not judged stale while it works (see M(coopcloud.ci.warm_lock)).
+      - It is a warm state dir, so it must have been made on purpose (its marker
+        C(.ccci-state)); one without it is refused and nothing is created.
     type: path
   recipes_dir:
     description:
@@ -398,6 +400,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import working
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_recipe
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import require_state_dir
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import SwarmError
 
 
@@ -449,6 +452,8 @@ def main() -> None:
     def work() -> dict:
         if params["recipe"] is not None:
             validate_recipe(params["recipe"])
+        if params["secrets_state_dir"]:
+            require_state_dir(params["secrets_state_dir"])
         app = seen["app"] = RecipeApp(
             params, check_mode=module.check_mode, diff=module._diff,
             driver=get_driver(params["driver"]),

@@ -304,9 +304,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     state_spec,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import find_owner_pid
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    validate_state_dir,
-)
 from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
     RunError,
     RunRecord,
@@ -318,7 +315,10 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
     verdict_line,
     verdict_of,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._state import atomic_write_bytes
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
+    atomic_write_bytes,
+    require_state_dir,
+)
 
 
 def _load(state_dir: str, run_id: str) -> RunRecord | None:
@@ -401,7 +401,7 @@ def _same_time(given: str | None, stored: str) -> bool:
 def record_run(module: AnsibleModule) -> dict:
     p = module.params
     state = p["state"]
-    state_dir = validate_state_dir(p["state_dir"])
+    state_dir = require_state_dir(p["state_dir"])
     path = record_path(state_dir, p["run_id"])
     current = _load(state_dir, p["run_id"])
 

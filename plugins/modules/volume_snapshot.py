@@ -278,7 +278,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._lock import working
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     stack_name,
-    validate_state_dir,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._remote import app_snapshot
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
@@ -286,6 +285,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     SnapshotError,
     SnapshotStore,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import require_state_dir
 
 
 def _summary(manifest: dict | None, digest: str) -> dict:
@@ -325,7 +325,7 @@ class VolumeSnapshot:
         self.p = module.params
         self.check = module.check_mode
         self.store = SnapshotStore(
-            validate_state_dir(self.p["state_dir"]), self.p["recipe"], self.p["max_members"]
+            require_state_dir(self.p["state_dir"]), self.p["recipe"], self.p["max_members"]
         )
         self.client_factory = client_factory or (lambda: docker_client(module))
         self.recovered: list[str] = []

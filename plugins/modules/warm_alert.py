@@ -238,7 +238,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     state_dir_spec,
     state_spec,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_state_dir
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import require_state_dir
 
 
 def _counts(store: AlertStore) -> dict:
@@ -341,7 +341,7 @@ def info(module: AnsibleModule, store: AlertStore) -> dict:
 
 
 def alert(module: AnsibleModule) -> dict:
-    store = AlertStore(validate_state_dir(module.params["state_dir"]))
+    store = AlertStore(require_state_dir(module.params["state_dir"]))
     handler = {"present": present, "relayed": relayed, "info": info}[module.params["state"]]
     return handler(module, store)
 

@@ -498,7 +498,10 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import working
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import ValidationError
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import TransitionError
-from ansible_collections.coopcloud.ci.plugins.module_utils._state import StateError
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import (
+    StateError,
+    require_state_dir,
+)
 
 ARGUMENT_SPEC = {
     **recipe_spec(),
@@ -568,7 +571,7 @@ def main() -> None:
 
     def work() -> dict:
         canonical = seen["canonical"] = Canonical(
-            p["state_dir"], p["recipe"], domain_suffix=p["domain_suffix"],
+            require_state_dir(p["state_dir"]), p["recipe"], domain_suffix=p["domain_suffix"],
             driver=get_driver(p["driver"]), wait_timeout=p["wait_timeout"],
             overlay=p["overlay"],
         )  # fmt: skip

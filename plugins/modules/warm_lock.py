@@ -249,6 +249,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._lock import (
     describe,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_run_id
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import require_state_dir
 
 
 def _acquire(module: AnsibleModule, lock: AppLock, params: dict) -> dict:
@@ -317,7 +318,11 @@ def _release(module: AnsibleModule, lock: AppLock, params: dict) -> dict:
 def lock_work(module: AnsibleModule) -> dict:
     params = module.params
     try:
-        lock = AppLock(params["state_dir"], params["recipe"], corrupt_grace=params["corrupt_grace"])
+        lock = AppLock(
+            require_state_dir(params["state_dir"]),
+            params["recipe"],
+            corrupt_grace=params["corrupt_grace"],
+        )
         if params["run_id"] is not None:
             validate_run_id(params["run_id"])
         if params["state"] == "acquired":

@@ -306,6 +306,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     ValidationError,
     validate_run_id,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import require_state_dir
 from ansible_collections.coopcloud.ci.plugins.module_utils._status import (
     gather,
     render_lines,
@@ -314,6 +315,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._status import (
 
 def status(module: AnsibleModule) -> dict:
     p = module.params
+    state_dir = require_state_dir(p["state_dir"])
     for run_id in p["run_ids"] or []:
         try:
             validate_run_id(run_id)
@@ -334,7 +336,7 @@ def status(module: AnsibleModule) -> dict:
         except Exception as exc:  # DockerException, connection errors: reported, not fatal
             client, client_error = None, f"the Docker engine does not answer: {exc}"
     doc = gather(
-        p["state_dir"],
+        state_dir,
         catalog_dir=catalog_dir,
         client=client,
         docker_root=p["docker_root"],

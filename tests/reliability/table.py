@@ -151,22 +151,20 @@ def _warm_blocks() -> dict[str, str]:
         )
     out["crashes"] = _rows(["case", "what was tried", "left by the kill", "what held"], rows)
     out["concurrency"] = _rows(
-        ["run", "what was started (all six at once)", "what held"],
-        [
-            [
-                name,
-                f"`quick.yml` {recipe} at `{ref.replace('_branch', '')}`"
-                + (" (branch: image missing)" if ref == "broken_branch" else ""),
-                f"verdict {verdict}, exit {'0' if verdict == 'PASS' else 'non-zero'}; its lock "
-                f"interval disjoint from the other {recipe} runs'"
-                + ("; one `quick-rollback` alert, `recovered: true`" if verdict == "FAIL" else ""),
-            ]
-            for name, recipe, ref, verdict in conc.RUNS
-        ],
-    )
+        ["recipe", "what was started (all 20 runs at once)", "what held"],
+        [[recipe, _load_runs(conc.RUNS, recipe, 2, "`quick.yml` at {}"),
+          _load_runs(conc.RUNS, recipe, 3, "verdict {}")
+          + "; its lock intervals pairwise disjoint (four of five waited), each recipe's "
+          "meeting another's; afterwards no lock, canonical at rest, trees = the known-good, "
+          "known-good and snapshot bytes unmoved"]
+         for recipe in conc.RECIPES],
+    )  # fmt: skip
     out["kills"] = _rows(
         ["case", "what was tried", "what held"],
-        [[case, f"{plays[kind]} of {recipe}, paused at `{point}` "
+        [[case, f"{plays[kind]} of {recipe}"
+          + (" from a canonical left dirty (status `quick`, writes in every volume: what a "
+             "dead run leaves)" if case in kills.LEFT_DIRTY else "")
+          + f", paused at `{point}` "
           f"({POINTS[point.split('@')[0]]}); " + KILLS[kill]
           + f"; at once a second run: {SECOND[second]}",
           "the second run took the lock only after every hold of the work lock by the first "
@@ -176,6 +174,7 @@ def _warm_blocks() -> dict[str, str]:
              if kind == "promote" else "canonical at rest, trees = the known-good, unmoved")]
          for case, recipe, kind, point, kill, second in kills.CASES],
     )  # fmt: skip
+    out["engine-restart"] = _engine_rows()
     out["secrets"] = _rows(
         ["lane", "started through", "what held"],
         [
@@ -214,6 +213,58 @@ HELD = {
     "and gave the lock back)",
     "shell-unread": " (the owner alive: the orphaned play ran on to its end, verdict PASS, "
     "and gave the lock back)",
+}
+
+
+def _engine_rows() -> str:
+    """The engine-restart cases (issue 15, item 5), when their module exists.
+
+    The module ``reliability/test_engine_restart.py`` lists its cases as ``CASES``, tuples
+    ``(case, play, recipe, moment, outage)``: ``play`` a key of :data:`ENGINE_PLAYS`,
+    ``moment`` the crash point (``_faults.POINTS``) the play was held at, ``outage`` a key
+    of :data:`OUTAGES`. Each row then says what was tried and the held outcome every case
+    asserts."""
+    try:
+        from reliability import test_engine_restart as engine
+    except ImportError:
+        return _rows(["case", "what was tried", "what held"], [["(none yet)", "", ""]])
+    from ansible_collections.coopcloud.ci.plugins.module_utils._faults import POINTS
+
+    return _rows(
+        ["case", "what was tried", "what held"],
+        [[case, f"{ENGINE_PLAYS[play]} of {recipe}, held at `{moment}` "
+          f"({POINTS[moment.split('@')[0]]}); {OUTAGES[outage]}",
+          "the run ends ERROR, its message naming the engine; the next quick run of the "
+          "recipe restores the canonical to rest and PASSes; nothing known-good lost"]
+         for case, play, recipe, moment, outage in engine.CASES],
+    )  # fmt: skip
+
+
+ENGINE_PLAYS = {
+    "quick": "`quick.yml` at the previous tag",
+    "restore": "`restore.yml`",
+    "promote": "`cold.yml` at the latest tag (green: promotes)",
+}
+OUTAGES = {
+    "restart": "`dockerd` restarted",
+    "stop-20": "`dockerd` stopped for 20 s, then started",
+}
+
+
+def _load_runs(runs: list[tuple], recipe: str, column: int, form: str) -> str:
+    """How many of ``recipe``'s load runs have each value of ``column``, e.g. "4 x ..."."""
+    values = [r[column] for r in runs if r[1] == recipe]
+    return "; ".join(
+        f"{values.count(v)} x " + form.format(LOAD_WORDS.get(v, v))
+        for v in sorted(set(values), key=values.index)
+    )
+
+
+LOAD_WORDS = {
+    "previous": "`previous`",
+    "broken_branch": "`broken` (branch: image missing)",
+    "PASS": "PASS, exit 0",
+    "FAIL": "FAIL, exit non-zero, one `quick-rollback` alert (`recovered: true`)",
 }
 
 

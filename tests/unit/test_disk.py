@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.fake_docker import FakeAPI, FakeClient
+from support.fixtures import init_state
 from support.modules import run_main
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _disk as d
@@ -444,7 +445,7 @@ def test_main_ok(monkeypatch, capsys, tmp_path):
         capsys,
         api,
         {
-            "state_dir": str(tmp_path / "state"),
+            "state_dir": str(init_state(tmp_path / "state")),
             "need_bytes": 1000,
             "min_free_bytes": 0,
             "min_free_percent": 0,
@@ -454,15 +455,15 @@ def test_main_ok(monkeypatch, capsys, tmp_path):
     assert out["need"] == 1000 and out["docker_root"] == str(tmp_path)
     assert set(out["free"]) == {"docker_root", "state_dir"}
     assert out["pruned"] == [] and out["alert"] is None
-    assert not (tmp_path / "state").exists()
+    assert os.listdir(tmp_path / "state") == [".ccci-state"]  # nothing written
 
 
 def test_main_short_without_prune_alerts_and_fails(monkeypatch, capsys, tmp_path):
     api = FakeAPI(NOW, root=str(tmp_path))
-    state = tmp_path / "state"
+    state = init_state(tmp_path / "state")
     args = {"state_dir": str(state), "need_bytes": 1 << 60, "prune": False, "target": "custom-html"}
     code, out = _run_main(monkeypatch, capsys, api, args, check=True)
-    assert code == 1 and out["alert"] is None and not state.exists()
+    assert code == 1 and out["alert"] is None and os.listdir(state) == [".ccci-state"]
     assert "(pruning is off)" in out["msg"]
     code, out = _run_main(monkeypatch, capsys, api, args)
     assert code == 1 and not out["ok"]
@@ -472,7 +473,7 @@ def test_main_short_without_prune_alerts_and_fails(monkeypatch, capsys, tmp_path
     alert = json.loads(Path(out["alert"]).read_text())
     assert (alert["kind"], alert["target"]) == ("disk-low", "custom-html")
     assert alert["need"] == 1 << 60 and alert["notes"].startswith("not enough disk space")
-    assert os.listdir(state) == ["alerts"]
+    assert sorted(os.listdir(state)) == [".ccci-state", "alerts"]
 
 
 def test_main_measures_the_volumes_of_an_app(monkeypatch, capsys, tmp_path):
@@ -487,7 +488,7 @@ def test_main_measures_the_volumes_of_an_app(monkeypatch, capsys, tmp_path):
         capsys,
         api,
         {
-            "state_dir": str(tmp_path / "s"),
+            "state_dir": str(init_state(tmp_path / "s")),
             "for_volumes_of": "warm-x.ci.test",
             "margin_bytes": 0,
             "margin_percent": 0,
@@ -514,6 +515,7 @@ def test_main_measures_the_volumes_of_an_app(monkeypatch, capsys, tmp_path):
 )
 def test_main_refuses_bad_arguments_in_one_sentence(monkeypatch, capsys, tmp_path, args, message):
     api = FakeAPI(NOW, root=str(tmp_path))
-    code, out = _run_main(monkeypatch, capsys, api, {"state_dir": str(tmp_path), **args})
+    state = str(init_state(tmp_path / "state"))
+    code, out = _run_main(monkeypatch, capsys, api, {"state_dir": state, **args})
     assert code == 1 and message in out["msg"]
     assert api.calls == []

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 import pytest
+from support.fixtures import init_state
 from support.modules import run_main
 
 
@@ -112,6 +113,7 @@ MODULES = [row[0] for row in rows("/t", "/r")]
 @pytest.mark.parametrize("index", range(len(MODULES)), ids=MODULES)
 def test_a_failure_is_one_sentence_with_its_evidence(index, tmp_path, not_git, capsys):
     (tmp_path / "file").write_text("")
+    init_state(tmp_path / "state")  # a state dir made on purpose: the modules refuse others
     name, args, says, evidence = rows(str(tmp_path), not_git)[index]
     rc, out = run(name, args, capsys)
     assert rc == 1 and out["failed"] is True, out
@@ -139,7 +141,7 @@ def test_a_failure_is_one_sentence_with_its_evidence(index, tmp_path, not_git, c
 )  # fmt: skip
 def test_a_missing_sdk_is_named_the_ansible_way(name, sdk, args, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, sdk, None)  # import fails as if it were not installed
-    args = {k: str(tmp_path) if v == "STATE" else v for k, v in args.items()}
+    args = {k: str(init_state(tmp_path)) if v == "STATE" else v for k, v in args.items()}
     rc, out = run(name, args, capsys)
     assert rc == 1
     assert out["msg"].startswith(f"Failed to import the required Python library ({sdk})"), out

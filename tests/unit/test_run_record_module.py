@@ -193,8 +193,8 @@ def test_input_errors(state_dir, capsys, args, message):
     assert rc == 1 and message in out["msg"], out
 
 
-def test_bad_run_id_and_state_dir(tmp_path, capsys):
-    rc, out = run({"state_dir": str(tmp_path), "run_id": "../x", **START}, capsys)
+def test_bad_run_id_and_state_dir(state_dir, capsys):
+    rc, out = run({"state_dir": str(state_dir), "run_id": "../x", **START}, capsys)
     assert rc == 1 and "run id '../x' is invalid" in out["msg"]
     rc, out = run({"state_dir": "relative", "run_id": RUN, **START}, capsys)
     assert rc == 1 and "is relative" in out["msg"]
