@@ -109,16 +109,16 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     state_dir_spec,
     state_spec,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import validate_state_dir
 from ansible_collections.coopcloud.ci.plugins.module_utils._remote import (
     RemoteAppSnapshot,
     node_client,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotStore
+from ansible_collections.coopcloud.ci.plugins.module_utils._state import require_state_dir
 
 
 def marker(module: AnsibleModule, p: dict) -> dict:
-    store = SnapshotStore(validate_state_dir(p["state_dir"]), p["recipe"])
+    store = SnapshotStore(require_state_dir(p["state_dir"]), p["recipe"])
     engine = node_client(p["node"], p["recipe"])
     view = RemoteAppSnapshot(docker_client(module), engine, store, p["domain"], p["node"])
     raw = view.read_file(p["volume"], p["name"])

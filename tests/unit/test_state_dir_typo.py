@@ -29,6 +29,8 @@ MODULES = {
                        "domain_suffix": "ci.example.org"},
     "volume_snapshot": {"recipe": "custom-html", "state": "present",
                         "domain": "warm-custom-html.ci.example.org"},
+    "volume_marker": {"recipe": "custom-html", "domain": "warm-custom-html.ci.example.org",
+                      "node": "ccci-mn2", "volume": "content", "name": "marker"},
     "warm_status": {},
     "disk_guard": {},
     "recipe_app": {"recipe": "custom-html", "state": "undeployed",
