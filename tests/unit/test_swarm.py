@@ -429,3 +429,92 @@ def test_old_per_service_version_labels_count_on_app_only():
         labels={"coop-cloud.s_ccci_test.app.version": "1.2.0+5.8-6c8b33e3"},
     )  # fmt: skip
     assert sw.deployed_version(stack(db, app)) == "1.2.0+5.8"
+
+
+class EventStream:
+    """The engine's event stream as docker-py gives it: a blocking iterator of decoded
+    events that ``close()`` ends (the reader thread then leaves)."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.queue: queue.Queue = queue.Queue()
+        self.closed = False
+
+    def __iter__(self):
+        while (event := self.queue.get()) is not None:
+            yield event
+
+    def close(self) -> None:
+        self.closed = True
+        self.queue.put(None)
+
+
+class EventsClient:
+    def __init__(self, stream: EventStream | None) -> None:
+        self.stream = stream
+        self.asked: list[dict] = []
+
+    @property
+    def api(self):
+        return self
+
+    def events(self, filters=None, decode=False):
+        if self.stream is None:
+            raise RuntimeError("this engine streams no events")
+        self.asked.append({"filters": filters, "decode": decode})
+        return self.stream
+
+
+def timed_sleep(events: sw.StackEvents, seconds: float) -> float:
+    import time
+
+    started = time.monotonic()
+    events.sleep(seconds)
+    return time.monotonic() - started
+
+
+def test_stack_events_wake_a_wait_on_the_stacks_own_changes_only():
+    import threading
+
+    stream = EventStream()
+    client = EventsClient(stream)
+    with sw.StackEvents(client, "app_x") as events:
+        assert client.asked == [
+            {"filters": {"type": ["container", "service", "network"]}, "decode": True}
+        ]
+        # another stack's container, a service of a stack whose name only starts alike,
+        # and the health check's execs of our own: none of them cuts the sleep short
+        stream.queue.put(
+            {"Action": "start", "Actor": {"Attributes": {sw.NAMESPACE_LABEL: "other"}}}
+        )
+        stream.queue.put({"Action": "update", "Actor": {"Attributes": {"name": "app_xy"}}})
+        stream.queue.put(
+            {
+                "Action": "exec_start: sh -c true",
+                "Actor": {"Attributes": {sw.NAMESPACE_LABEL: "app_x"}},
+            }
+        )
+        assert timed_sleep(events, 0.4) >= 0.35
+        # a health status of one of its containers does, well before the interval ends
+        threading.Timer(
+            0.1,
+            stream.queue.put,
+            [
+                {
+                    "Action": "health_status: healthy",
+                    "Actor": {"Attributes": {sw.NAMESPACE_LABEL: "app_x"}},
+                }
+            ],
+        ).start()
+        assert timed_sleep(events, 5.0) < 2.0
+        # so does a service or network named for the stack
+        stream.queue.put({"Action": "remove", "Actor": {"Attributes": {"name": "app_x_default"}}})
+        assert timed_sleep(events, 5.0) < 2.0
+    assert stream.closed
+
+
+def test_stack_events_without_a_stream_are_plain_sleeps():
+    events = sw.StackEvents(EventsClient(None), "app_x")
+    assert timed_sleep(events, 0.2) >= 0.15
+    events.close()
