@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import run_module
+from support.fixtures import init_state
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _coldruns as cr
 from ansible_collections.coopcloud.ci.plugins.module_utils import _disk as dk
@@ -255,6 +256,7 @@ def test_a_snapshot_that_does_not_fit_is_refused_before_anything_is_touched(
     os.symlink("/usr", data / "usr-link")  # never followed
 
     with _tmpfs(tmp_path / "state", "8m") as state:
+        init_state(state)  # a state dir made on purpose, on its own small file system
         # the known-good snapshot already there
         snap = state / recipe / "snapshot"
         snap.mkdir(parents=True)
@@ -292,6 +294,7 @@ def test_a_snapshot_that_does_not_fit_is_refused_before_anything_is_touched(
         written = sorted(str(p.relative_to(state)) for p in state.rglob("*"))
         assert written == sorted(
             [
+                ".ccci-state",
                 recipe,
                 f"{recipe}/snapshot",
                 f"{recipe}/snapshot/content.tar",

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import dump, run_module, run_playbook
-from support.fixtures import remove_stack_everything
+from support.fixtures import init_state, remove_stack_everything
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._registry import Registry
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
@@ -136,7 +136,7 @@ def batch(docker_client, tmp_path_factory):
             tag = f"k{i:02d}-{needle}"
             stack, domain = f"{tag}_ccci_test", f"{tag}.ccci.test"
             stacks.append(stack)
-            state = tmp_path_factory.mktemp(f"state{i:02d}")
+            state = init_state(tmp_path_factory.mktemp(f"state{i:02d}"))
             slot = state / RECIPE / "snapshot"
             shutil.copytree(template / RECIPE, state / RECIPE, symlinks=True)
             volume = _mount_new(docker_client, stack)

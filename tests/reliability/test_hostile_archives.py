@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from support.ansible import dump
-from support.fixtures import remove_stack_everything
+from support.fixtures import init_state, remove_stack_everything
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import tree_digest
 from reliability.play import run_tasks
@@ -169,7 +169,7 @@ def batch(docker_client, tmp_path_factory):
             stack, domain = f"{tag}_ccci_test", f"{tag}.ccci.test"
             stacks.append(stack)
             evil = f"ccci-evil-{tag}"
-            state = tmp_path_factory.mktemp(f"hostile{i:02d}")
+            state = init_state(tmp_path_factory.mktemp(f"hostile{i:02d}"))
             slot = state / RECIPE / "snapshot"
             install(slot, archive(case, add, evil))
             roots = [state]
