@@ -29,6 +29,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -41,6 +42,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._archive import (
     TarScanner,
     TreeSink,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._names import matching
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     AppSnapshot,
     SnapshotStore,
@@ -261,15 +263,14 @@ class RemoteAppSnapshot(AppSnapshot):
         return self.helper_image
 
     @contextlib.contextmanager
-    def helper(self, volume: str) -> Iterator[str]:
-        """A created (never started) container on the node with ``volume`` mounted."""
+    def helper(self, source: str, bind: str = MOUNT) -> Iterator[str]:
+        """A created (never started) container on the node with ``source`` (a volume's
+        name, or a volume's directory) bound at ``bind``."""
         api = self.engine.api
         cid = api.create_container(
-            self._image(),
-            ["true"],
-            labels={HELPER_LABEL: self.stack},
-            host_config=api.create_host_config(binds={volume: {"bind": MOUNT, "mode": "rw"}}),
-        )["Id"]
+            self._image(), ["true"], labels={HELPER_LABEL: self.stack},
+            host_config=self._host_config(source, bind),
+        )["Id"]  # fmt: skip
         try:
             yield cid
         finally:
@@ -358,7 +359,7 @@ class RemoteAppSnapshot(AppSnapshot):
             entry = manifest["volumes"][short]
             self._run(parents[short], PREPARE)
             path = os.path.join(self.store.path, entry["archive"])
-            with self._bound(parents[short]) as cid, open(path, "rb") as handle:
+            with self.helper(parents[short], PARENT) as cid, open(path, "rb") as handle:
                 with tarfile.open(fileobj=handle, mode="r:") as head:
                     root = head.next()
                 handle.seek(0)
@@ -408,19 +409,6 @@ class RemoteAppSnapshot(AppSnapshot):
 
     def _host_config(self, source: str, bind: str = PARENT) -> Any:
         return self.engine.api.create_host_config(binds={source: {"bind": bind, "mode": "rw"}})
-
-    @contextlib.contextmanager
-    def _bound(self, parent: str) -> Iterator[str]:
-        """A created (never started) helper with a volume's directory bound at PARENT."""
-        api = self.engine.api
-        cid = api.create_container(
-            self._image(), ["true"], labels={HELPER_LABEL: self.stack},
-            host_config=self._host_config(parent),
-        )["Id"]  # fmt: skip
-        try:
-            yield cid
-        finally:
-            api.remove_container(cid, force=True)
 
     def _run(self, parent: str, script: str, bind: str = PARENT) -> None:
         """Run ``script`` in a started helper on the node with ``parent`` (a volume's
@@ -474,13 +462,15 @@ class RemoteAppSnapshot(AppSnapshot):
         self._run(volume, f"rm -f {MOUNT}/{_file_name(name)}", bind=MOUNT)
 
 
+#: a plain file name at a volume's root: no path, nothing to quote in ``sh``
+FILE_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._-]+\Z")
+
+
 def _file_name(name: str) -> str:
-    """A plain file name at a volume's root (no path, nothing to quote in ``sh``)."""
-    if not name or name in (".", "..") or not all(c.isalnum() or c in "._-" for c in name):
-        raise SnapshotError(
-            f"file name {name!r} is not a plain name of letters, digits, '.', '_', '-'"
-        )
-    return name
+    return matching(
+        name, FILE_NAME, "file name", "use a plain name of letters, digits, '.', '_', '-'",
+        SnapshotError,
+    )  # fmt: skip
 
 
 def _root_entry(root: tarfile.TarInfo, path: str = MOUNT) -> bytes:
