@@ -37,7 +37,7 @@ import docker
 import pytest
 from support.ansible import run_module
 from support.fixtures import environ, remove_stack_everything
-from support.warmbed import HTML, NOTES, Bed, at_rest, make_catalog, run_id, unmoved
+from support.warmbed import HTML, NOTES, Bed, at_rest, dirty, make_catalog, run_id, unmoved
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import (  # noqa: F401 - crash points
     _canonical,
@@ -46,7 +46,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils import (  # noqa: F40
     _lock,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import cold_domain, stack_name
-from ansible_collections.coopcloud.ci.plugins.module_utils._registry import Registry
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotError
 
 # under pytest-xdist (--dist loadgroup) each lane is one group: its cases share its bed
@@ -114,14 +113,6 @@ def chosen_cases(request, lane: str) -> list[tuple]:
         if hasattr(item, "callspec") and "case" in item.callspec.params
     }
     return [case for case in LANES[lane] if case[0] in chosen]
-
-
-def dirty(bed: Bed, client, recipe: str) -> None:
-    """What a dead quick run leaves: status quick, every volume changed."""
-    Registry(str(bed.state_dir), recipe).set_status("quick", "dead00")
-    for short, mount in bed.mounts(client, recipe).items():
-        (mount / "left-by-a-dead-run").write_bytes(os.urandom(256))
-        (mount / f"changed-{short}").write_text("half written\n")
 
 
 def kill_at(bed: Bed, examples: dict, case: tuple, client) -> dict:

@@ -53,6 +53,7 @@ from support.warmbed import (
     NOTES,
     Bed,
     at_rest,
+    dirty,
     make_catalog,
     processes_with,
     run_id,
@@ -61,7 +62,6 @@ from support.warmbed import (
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import cold_domain, stack_name
 from reliability.orphans import events, never_overlapped, wait_event, wait_gone
-from reliability.test_crashes import dirty
 
 # one worker under pytest-xdist (--dist loadgroup): the tests share a module-scoped set-up
 pytestmark = [pytest.mark.swarm, pytest.mark.slow, pytest.mark.xdist_group("test_kills")]

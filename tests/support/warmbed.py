@@ -33,6 +33,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     stack_name,
     volume_name,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._registry import Registry
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     SnapshotStore,
 )
@@ -367,6 +368,14 @@ class Bed:
             remove_stack_everything(self.stack(recipe))
         for stack in self.cold_stacks:
             remove_stack_everything(stack)
+
+
+def dirty(bed: Bed, client, recipe: str) -> None:
+    """What a dead quick run leaves: status quick, every volume changed."""
+    Registry(str(bed.state_dir), recipe).set_status("quick", "dead00")
+    for short, mount in bed.mounts(client, recipe).items():
+        (mount / "left-by-a-dead-run").write_bytes(os.urandom(256))
+        (mount / f"changed-{short}").write_text("half written\n")
 
 
 def at_rest(proof: dict[str, Any]) -> list[str]:
