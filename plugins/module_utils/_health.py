@@ -44,6 +44,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     StackState,
     TaskState,
     WaitFailed,
+    app_failures,
     converged,
     deploy_failure,
     failed_tasks,
@@ -380,7 +381,8 @@ def _fatal_tasks(state: StackState, check: SwarmCheck) -> str | None:
     if failure:
         return failure
     # As in _swarm: a task of a previous spec is not this deploy's failure.
-    failed = [t for t in failed_tasks(state, since) if t.current]
+    # The engine's own transient faults are retried by the swarm (_swarm.app_failures).
+    failed = app_failures([t for t in failed_tasks(state, since) if t.current])
     if len(failed) > check.max_task_failures:
         last = failed[-1]
         return (

@@ -44,6 +44,18 @@ VERSION_LABEL = "coop-cloud.ccci.version"
 
 #: Task states after which a task never runs again.
 FAILED_STATES = frozenset({"failed", "rejected"})
+#: How the engine's words begin when it could not start a task's container.
+ENGINE_START_PREFIX = "starting container failed:"
+#: The engine's own races while starting a container (see :attr:`TaskState.engine_fault`).
+TRANSIENT_ENGINE_FAULTS = (
+    "device or resource busy",
+    "resource temporarily unavailable",
+    "context deadline exceeded",
+    "failed to create shim",
+    "ttrpc: closed",
+)
+#: Engine faults tolerated per service since a deploy before they count as failures.
+ENGINE_FAULTS_TOLERATED = 2
 #: Service update states meaning "the swarm is still rolling the service".
 UPDATING_STATES = frozenset({"updating", "rollback_started"})
 #: Service update states meaning "the last update did not take".
@@ -129,6 +141,19 @@ class TaskState:
     def text(self) -> str:
         """The task's own words: its error, else its status message."""
         return self.error or self.message or self.state
+
+    @property
+    def engine_fault(self) -> bool:
+        """The engine, not the app, failed this task: a transient fault starting it.
+
+        The container never ran; the engine's own words name a race of its own (a busy
+        mount, a timed-out shim) that the swarm's next attempt does not meet. A recipe's
+        fault (``executable file not found``, a bad mount) repeats on every attempt.
+        """
+        if self.state != "failed" or not self.error.startswith(ENGINE_START_PREFIX):
+            return False
+        words = self.error.lower()
+        return any(fault in words for fault in TRANSIENT_ENGINE_FAULTS)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -360,6 +385,23 @@ def failed_tasks(state: StackState, since: datetime.datetime | None = None) -> l
     return out
 
 
+def app_failures(tasks: list[TaskState]) -> list[TaskState]:
+    """``tasks`` without the first :data:`ENGINE_FAULTS_TOLERATED` engine faults per service.
+
+    The swarm starts a task the engine failed to start again; only when the engine keeps
+    failing does it count against the app.
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for task in tasks:
+        if task.engine_fault:
+            seen[task.service] = seen.get(task.service, 0) + 1
+            if seen[task.service] <= ENGINE_FAULTS_TOLERATED:
+                continue
+        out.append(task)
+    return out
+
+
 def _latest_per_slot(svc: ServiceState) -> list[TaskState]:
     latest: dict[Any, TaskState] = {}
     for task in svc.tasks:
@@ -392,10 +434,12 @@ def deploy_failure(
         rejected = [t for t in mine if t.state == "rejected"]
         if rejected:
             return f"service {svc.name} cannot start: {_task_line(rejected[-1])}"
-        if len(mine) >= max_failures:
+        # The engine's own transient faults are retried by the swarm, not the app's.
+        counted = app_failures(sorted(mine, key=lambda t: t.updated_at or t.created_at or _MIN))
+        if len(counted) >= max_failures:
             return (
-                f"service {svc.name} keeps failing ({len(mine)} failed tasks): "
-                f"{_task_line(mine[-1])}"
+                f"service {svc.name} keeps failing ({len(counted)} failed tasks): "
+                f"{_task_line(counted[-1])}"
             )
         if svc.update_state in BROKEN_UPDATE_STATES and (
             since is None or (svc.update_started_at or _MIN) >= since

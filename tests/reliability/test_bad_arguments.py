@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -138,12 +137,10 @@ def _play_case(case, playbook, more, words, examples_root, docker_client, base: 
     before = world.take()
     private = base / "runner"
     private.mkdir()
-    started = time.monotonic()
     res = run_playbook(playbook, args, private_dir=private)
-    seconds = time.monotonic() - started
     after = world.take()
     return {"res": res, "unique": unique, "state_dir": state_dir, "words": fill(words, **names),
-            "changed": differences(before, after), "seconds": seconds}  # fmt: skip
+            "changed": differences(before, after)}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +167,9 @@ def test_a_bad_play_variable_stops_with_one_line_and_changes_nothing(plays, case
     msg = failed[-1]["res"].get("msg", "")
     assert words in msg, dump(res)
     _one_line(msg)
-    assert not any(t["task"].startswith(("Deploy", "Install")) for t in res.tasks), dump(res)
+    # Stopped at the edge: nothing deployed, installed, waited for or locked.
+    acting = ("Deploy", "Install", "Wait", "Take the lock", "Restore")
+    assert not any(t["task"].startswith(acting) for t in res.tasks), dump(res)
     changed = out["changed"]
     # The one thing a run that could not start leaves: its own record, closed as ERROR.
     own = {f"{state_dir}/{rel}:" for rel in (".", "runs", f"runs/{unique}.json")}
@@ -179,7 +178,6 @@ def test_a_bad_play_variable_stops_with_one_line_and_changes_nothing(plays, case
         data = json.loads((state_dir / "runs" / f"{unique}.json").read_text())
         assert data["verdict"] == "ERROR" and words in data["error"], data
     assert not os.path.exists(pwned(unique))
-    assert out["seconds"] < 60, f"{case}: a failing play took {out['seconds']:.0f} s"
 
 
 def _one_line(msg: str) -> None:

@@ -28,6 +28,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     ServiceState,
     StackState,
     TaskState,
+    deploy_failure,
 )
 
 COMMIT = "fa17446f2e24aa86e32a1d5771f9318b8cc80c40"
@@ -254,6 +255,45 @@ def test_failures_are_counted_across_services():
     assert (ok, fatal) == (False, True)
     assert reason.startswith("2 tasks of stack s failed since the deploy (max_task_failures=1)")
     assert reason.endswith("task f2 of s_db is failed: bang")
+
+
+BUSY = (
+    "starting container failed: unable to remount dir as readonly: mount tmpfs:/var/lib/docker/"
+    "containers/30c9/mounts/secrets, flags: 0x21, data: uid=0,gid=0: device or resource busy"
+)
+
+
+def test_the_engines_own_fault_starting_a_container_is_retried_not_blamed_on_the_app():
+    faults = [task(f"e{i}", state="failed", desired="shutdown", t=i, error=BUSY)
+              for i in (1, 2)]  # fmt: skip
+    state = stack(service("app", (*faults, task("a3", t=5))))
+    assert faults[0].engine_fault
+    ok, reason, fatal = swarm_ok(state, check())
+    assert (ok, fatal) == (True, False), reason
+    assert deploy_failure(state, max_failures=1) is None
+    # A third is the engine failing for good: it counts, and its words are quoted.
+    state.services[0].tasks.insert(
+        2, task("e3", state="failed", desired="shutdown", t=3, error=BUSY)
+    )
+    ok, reason, fatal = swarm_ok(state, check())
+    assert (ok, fatal) == (False, True)
+    assert reason.endswith(f"task e3 of s_app is failed: {BUSY}")
+
+
+def test_a_recipe_fault_starting_a_container_is_the_apps_at_once():
+    missing = (
+        'starting container failed: failed to create task for container: OCI runtime create '
+        'failed: exec: "serve": executable file not found in $PATH: unknown'
+    )  # fmt: skip
+    bad = task("x1", state="failed", desired="shutdown", t=1, error=missing)
+    assert not bad.engine_fault
+    # an app that exits is never the engine's, whatever it printed
+    exited = task("x2", state="failed", desired="shutdown", t=1,
+                  error="task: non-zero exit (1): device or resource busy")  # fmt: skip
+    assert not exited.engine_fault
+    ok, reason, fatal = swarm_ok(stack(service("app", (bad, task("a2", t=3)))), check())
+    assert (ok, fatal) == (False, True)
+    assert reason.endswith(f"task x1 of s_app is failed: {missing}")
 
 
 def test_a_failure_before_the_deploy_is_history():
