@@ -27,6 +27,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from ansible_collections.coopcloud.ci.plugins.module_utils._engine import (
+    fault_sentence,
+    unreachable,
+)
+
 #: The warm state root when none is given (SPEC §3): the one place this default is
 #: written in code. Modules' ``state_dir`` default and ``bin/ccci`` take it from here;
 #: the layout under it is ``_state.RecipePaths``.
@@ -100,12 +105,17 @@ def failure(exc: BaseException, prefix: str = "") -> dict[str, Any] | None:
     """
     lead = f"{prefix}: " if prefix else ""
     if isinstance(exc, CcciError):
-        return {"msg": f"{'' if exc.standalone else lead}{exc}", **exc.evidence()}
+        out = {"msg": f"{'' if exc.standalone else lead}{exc}", **exc.evidence()}
+        if unreachable(exc.stderr or "") or unreachable(exc.__cause__ or ""):
+            out["engine_fault"] = True  # the stages stop the run on it (see _engine)
+        return out
     if isinstance(exc, OSError) and not type(exc).__module__.startswith(("docker", "httpx")):
         where = f" ({exc.filename})" if exc.filename else ""
         return {"msg": f"{lead}{exc.strerror or exc}{where}", "errno": exc.errno}
     module = type(exc).__module__
     if module.startswith("docker") or module.startswith("requests"):
+        if unreachable(exc):
+            return {"msg": f"{lead}{fault_sentence(exc)}", "engine_fault": True}
         out: dict[str, Any] = {"msg": f"{lead}the Docker engine: {exc}"}
         response = getattr(exc, "response", None)
         if response is not None and getattr(response, "status_code", None):

@@ -37,6 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciError
+from ansible_collections.coopcloud.ci.plugins.module_utils._engine import (
+    fault_sentence,
+    unreachable,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     COMMIT_LABEL,
     Observation,
@@ -383,6 +387,12 @@ def _fatal_tasks(state: StackState, check: SwarmCheck) -> str | None:
     # As in _swarm: a task of a previous spec is not this deploy's failure.
     # The engine's own transient faults are retried by the swarm (_swarm.app_failures).
     failed = app_failures([t for t in failed_tasks(state, since) if t.current])
+    lost = [t for t in failed if t.engine_lost]
+    if lost:
+        return (
+            f"the Docker engine lost the container of task {lost[-1].id[:12]} of "
+            f"{lost[-1].service} (it stopped or restarted under the app): {lost[-1].text()}"
+        )
     if len(failed) > check.max_task_failures:
         last = failed[-1]
         return (
@@ -532,6 +542,10 @@ def probe_swarm(client, check: SwarmCheck) -> Observation:
     try:
         state = read_stack(client, check.stack, health=check.require_healthy)
     except Exception as exc:  # docker.errors.APIError, requests' ConnectionError, ...
+        if unreachable(exc):  # gone, not busy: what it showed of the stack cannot be judged
+            reason = fault_sentence(exc)
+            value = {"stack": check.stack, "ok": False, "reason": reason, "engine_fault": True}
+            return Observation(False, reason, value, True)
         reason = f"cannot read stack {check.stack} from the Docker engine: {exc}"
         return Observation(False, reason, {"stack": check.stack, "ok": False, "reason": reason})
     if check.since is None:
@@ -564,6 +578,8 @@ class GateResult:
     last: dict[str, Any]
     reason: str
     fatal: bool = False
+    #: The engine, not the app, ended the gate: it went away or lost the app's containers.
+    engine_fault: bool = False
     #: Failed tasks of the stack with their own error text (evidence on failure).
     tasks: list[dict[str, Any]] = field(default_factory=list)
     since: datetime.datetime | None = None
@@ -679,7 +695,11 @@ def gate(
     since = swarm[0].since if swarm else None
     if state is not None and not healthy:
         tasks = [t.summary() for t in failed_tasks(state, since)][-10:]
+    engine_fault = fatal and (
+        bool((last or {}).get("swarm", {}).get("engine_fault"))
+        or (state is not None and any(t.engine_lost for t in failed_tasks(state, since)))
+    )
     return GateResult(
         healthy=healthy, attempts=attempts, elapsed=elapsed, last=last or {}, reason=reason,
-        fatal=fatal, tasks=tasks, since=since, state=state,
+        fatal=fatal, engine_fault=engine_fault, tasks=tasks, since=since, state=state,
     )  # fmt: skip

@@ -10,6 +10,8 @@ it finishes, so a crashed run leaves a record that says how far it got.
 
 Verdict rules (:func:`verdict_of`):
 
+* ``ERROR`` when a Docker engine of the run stopped or restarted while it ran
+  (``engine_fault``; see ``_engine``): what the stages saw may be the engine's doing;
 * ``FAIL`` when any stage failed;
 * otherwise ``ERROR`` when the run could not run: an error was given at finish (bad
   input, no checkout, an interrupted play), or no stage passed at all (nothing ran, or
@@ -209,9 +211,13 @@ def clean_text(value: object, what: str) -> str | None:
     return text if len(text) <= _TEXT_MAX else text[: _TEXT_MAX - 14] + " … (truncated)"
 
 
-def verdict_of(stages: Mapping[str, str], error: str | None = None) -> str:
+def verdict_of(
+    stages: Mapping[str, str], error: str | None = None, engine_fault: bool = False
+) -> str:
     """The verdict of a finished run from its stage results (see the module docstring)."""
     results = list(stages.values())
+    if engine_fault:
+        return "ERROR"
     if "fail" in results:
         return "FAIL"
     if error or "pass" not in results:
@@ -250,9 +256,13 @@ class RunRecord:
         started_at: str | None = None,
         host: str | None = None,
         pid: int | None = None,
+        engines: list[Mapping[str, Any]] | None = None,
         autosave: bool = True,
     ) -> RunRecord:
-        """Begin the record of run ``run_id`` (``status: running``); refuse an existing one."""
+        """Begin the record of run ``run_id`` (``status: running``); refuse an existing one.
+
+        ``engines``: who answered at each Docker engine of the run as it started
+        (``_engine.boots``), compared at the verdict and the finish."""
         path = record_path(state_dir, run_id)
         if os.path.exists(path):
             raise RunError(
@@ -278,6 +288,8 @@ class RunRecord:
             "status": "running",
             "verdict": None,
             "error": None,
+            "engines": [dict(seen) for seen in engines or []],
+            "engine_fault": False,
             "stages": {},
             "stage_order": [],
             "stage_details": {},
@@ -421,12 +433,14 @@ class RunRecord:
         )
         self._changed()
 
-    def mark(self, what: str, at: str | None = None, error: str | None = None) -> bool:
+    def mark(
+        self, what: str, at: str | None = None, error: str | None = None, engine: str | None = None
+    ) -> bool:
         """Note the moment ``what`` (one of :data:`MARKS`) happened, the first time only.
 
-        For ``verdict`` the verdict reported then (:func:`verdict_of` the stages so far and
-        ``error``) is kept too, as ``timings.verdict_reported``. Returns whether the
-        record changed.
+        For ``verdict`` the verdict reported then (:func:`verdict_of` the stages so far,
+        ``error`` and ``engine``, the sentence of an engine that stopped or restarted) is
+        kept too, as ``timings.verdict_reported``. Returns whether the record changed.
         """
         self._running(f"mark its {what}")
         if what not in MARKS:
@@ -439,7 +453,7 @@ class RunRecord:
         timings[f"{what}_seconds"] = _seconds(self.data["started_at"], moment)
         if what == "verdict":
             timings["verdict_reported"] = verdict_of(
-                self.data["stages"], error or self.data["error"]
+                self.data["stages"], error or self.data["error"], bool(engine)
             )
         self._changed()
         return True
@@ -451,11 +465,16 @@ class RunRecord:
         error: str | None = None,
         docker_seconds: float | None = None,
         finished_at: str | None = None,
+        engine: str | None = None,
     ) -> str:
-        """Close the record: verdict, finish time, timings, the canonical after. Returns the verdict."""
+        """Close the record: verdict, finish time, timings, the canonical after. Returns the
+        verdict. ``engine``: the sentence of an engine that stopped or restarted during the
+        run (``_engine.restarted``); it joins the error and the verdict is ``ERROR``."""
         self._running("finish it again")
         end = stamp(run_time(finished_at, "finished_at") if finished_at else None)
+        error = "; ".join(text for text in (error, engine) if text)
         self.data["error"] = clean_text(error, "error") if error else None
+        self.data["engine_fault"] = bool(engine)
         self.data["canonical_after"] = self._free_form("canonical_after", canonical_after)
         self.data["finished_at"] = end
         self.data["timings"]["total_seconds"] = _seconds(self.data["started_at"], end)
@@ -463,7 +482,9 @@ class RunRecord:
             if isinstance(docker_seconds, bool) or not isinstance(docker_seconds, int | float):
                 raise RunError(f"docker_seconds {docker_seconds!r} must be a number")
             self.data["timings"]["docker_seconds"] = round(float(docker_seconds), 3)
-        self.data["verdict"] = verdict_of(self.data["stages"], self.data["error"])
+        self.data["verdict"] = verdict_of(
+            self.data["stages"], self.data["error"], self.data["engine_fault"]
+        )
         autosave, self.autosave = self.autosave, False
         for what in MARKS:
             self.mark(what, end)

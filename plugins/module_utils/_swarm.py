@@ -143,6 +143,11 @@ class TaskState:
         return self.error or self.message or self.state
 
     @property
+    def engine_lost(self) -> bool:
+        """The task's container vanished under the engine: it stopped or restarted."""
+        return self.failed and self.error.startswith("No such container:")
+
+    @property
     def engine_fault(self) -> bool:
         """The engine, not the app, failed this task: a transient fault starting it.
 

@@ -285,6 +285,14 @@ fatal:
   returned: always
   type: bool
   sample: false
+engine_fault:
+  description:
+    - The Docker engine, not the app, ended the gate - it does not answer at all, or it lost
+      the containers of the stack's tasks (C(No such container)) because it stopped or
+      restarted. The stages stop the run on it and the run ends C(ERROR), not C(FAIL).
+  returned: when the engine ended the gate
+  type: bool
+  sample: true
 stack:
   description: The stack gated.
   returned: when O(stack) or O(domain) is given
@@ -442,6 +450,8 @@ def check(module: AnsibleModule) -> dict:
             ) from exc
     result = gate(checks, params["wait_timeout"], params["wait_sleep"], docker_client=client)
     out = {"changed": False, **result.as_dict(), "fatal": result.fatal}
+    if result.engine_fault:
+        out["engine_fault"] = True
     if swarm is None:
         out.pop("since")
     else:

@@ -303,6 +303,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import (
     state_dir_spec,
     state_spec,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._engine import boots, restarted
 from ansible_collections.coopcloud.ci.plugins.module_utils._lock import find_owner_pid
 from ansible_collections.coopcloud.ci.plugins.module_utils._runs import (
     RunError,
@@ -344,6 +345,7 @@ def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
             # The play's own process, not this short-lived module: it is what tells a
             # live run from a dead one (reap, the disk guard's cold-run finder).
             pid=find_owner_pid() or os.getpid(),
+            engines=boots(),
             autosave=False,
         )
     else:
@@ -363,7 +365,8 @@ def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
         )
         _notes(current, p["notes"])
     for what in p["mark"]:
-        record.mark(what, error=p["error"])
+        engine = restarted(record.data.get("engines")) if what == "verdict" else None
+        record.mark(what, error=p["error"], engine=engine)
     return record
 
 
@@ -390,6 +393,7 @@ def finished(p: dict, current: RunRecord) -> RunRecord:
             error=p["error"],
             docker_seconds=p["docker_seconds"],
             finished_at=p["finished_at"],
+            engine=restarted(current.data.get("engines")),
         )
     return current
 

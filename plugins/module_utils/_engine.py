@@ -1,0 +1,182 @@
+# Copyright: coopcloud.ci developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The Docker engines a run talks to, and whether they stayed up. PRIVATE to the collection.
+
+A run talks to the engine of its environment (``DOCKER_HOST``, else the default socket)
+and, on a swarm of several nodes, to the engines of ``CCCI_NODE_ENGINES``. When one of
+them goes away mid-run (stopped, restarted, killed), what the run saw is no longer the
+app's doing: a task whose container the restarted engine lost looks like a crash of the
+app. Two things tell it:
+
+* :func:`unreachable`: an error that means the engine does not answer at all (its socket
+  gone, the connection refused or cut). :func:`._common.failure` turns it into one
+  sentence naming the engine, with ``engine_fault`` set, and the stages stop the run on it
+  instead of blaming the change under test.
+* :func:`boot`: who answers at a unix socket, as the kernel says (the peer's pid through
+  ``SO_PEERCRED``) and when that process started (``/proc``). The run record keeps it when
+  the run starts (:func:`boots`) and compares at the finish (:func:`restarted`): a different
+  process is a restarted engine, and the run ends ERROR naming it, whatever its stages said.
+  An engine reached over TCP has no such identity here; only :func:`unreachable` covers it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULT_ADDRESS = "unix:///var/run/docker.sock"
+NODE_ENGINES_ENV = "CCCI_NODE_ENGINES"
+
+#: How the SDK and its HTTP stack say the engine's socket does not answer.
+UNREACHABLE_WORDS = (
+    "connection refused",
+    "connection aborted",
+    "connection reset",
+    "remotedisconnected",
+    "remote end closed connection",
+    "no such file or directory",
+    "broken pipe",
+)
+#: How the ``docker`` CLI says so on its stderr.
+CLI_UNREACHABLE_WORDS = (
+    "cannot connect to the docker daemon",
+    "error during connect",
+    "is the docker daemon running",
+)
+
+
+def address(environ: Mapping[str, str] | None = None) -> str:
+    """The engine of the environment, as ``docker`` itself picks it."""
+    environ = os.environ if environ is None else environ
+    return environ.get("DOCKER_HOST") or DEFAULT_ADDRESS
+
+
+def addresses(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every engine a run talks to: the environment's, then the nodes' (without repeats)."""
+    environ = os.environ if environ is None else environ
+    out = [address(environ)]
+    try:
+        nodes = json.loads(environ.get(NODE_ENGINES_ENV) or "{}")
+    except ValueError:
+        nodes = {}  # _remote refuses it with its own sentence where it is used
+    if isinstance(nodes, dict):
+        out += [url for url in nodes.values() if isinstance(url, str) and url not in out]
+    return out
+
+
+def unreachable(exc: BaseException | str) -> bool:
+    """Does this error (or the ``docker`` CLI's stderr) say the engine does not answer?
+
+    Follows the exception's cause and context, as the SDK wraps the socket's error in
+    requests' and urllib3's. A timeout is not here: a busy engine still answers.
+    """
+    if isinstance(exc, str):
+        return any(words in exc.lower() for words in CLI_UNREACHABLE_WORDS)
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            return False
+        if isinstance(current, (ConnectionRefusedError, ConnectionResetError, BrokenPipeError)):
+            return True
+        text = str(current).lower()
+        if _from_docker(current) and any(words in text for words in UNREACHABLE_WORDS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _from_docker(exc: BaseException) -> bool:
+    """An error of the SDK, its HTTP stack or the socket (not e.g. a missing file)."""
+    module = type(exc).__module__
+    return module.startswith(("docker", "requests", "urllib3", "http.client")) or isinstance(
+        exc, ConnectionError
+    )
+
+
+def fault_sentence(exc: BaseException | str, where: str | None = None) -> str:
+    """One sentence: the engine at ``where`` does not answer, and what it said."""
+    where = where or address()
+    said = " ".join(str(exc).split())
+    return (
+        f"the Docker engine at {where} does not answer ({said}): is dockerd running? the run "
+        "cannot go on without it, and what it saw of the app is not the change's doing"
+    )
+
+
+# --- who answers at a socket ------------------------------------------------------------
+
+
+def _socket_path(url: str) -> str | None:
+    if url.startswith("unix://"):
+        return url[len("unix://") :]
+    return None
+
+
+def _boot_time() -> float:
+    with open("/proc/stat", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+def _started(pid: int) -> float:
+    """When process ``pid`` started (seconds since the epoch), from ``/proc``."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[19])  # field 22, starttime, counted after the command's ")"
+    return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def boot(url: str) -> dict[str, Any] | None:
+    """Who answers at engine ``url`` now: ``{address, pid, started}``; ``answers: False``
+    when nothing does; ``None`` for an engine that is not a local unix socket."""
+    path = _socket_path(url)
+    if path is None:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect(path)
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid = struct.unpack("3i", creds)[0]
+        return {"address": url, "pid": pid, "started": round(_started(pid), 2), "answers": True}
+    except OSError:
+        return {"address": url, "pid": None, "started": None, "answers": False}
+    finally:
+        sock.close()
+
+
+def boots(environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """:func:`boot` of every engine the run talks to (those that have an identity here)."""
+    return [seen for seen in (boot(url) for url in addresses(environ)) if seen is not None]
+
+
+def restarted(before: list[Mapping[str, Any]] | None) -> str | None:
+    """What happened to the engines seen in ``before`` since then, in one sentence, or
+    ``None`` when each is still the same process."""
+    problems = []
+    for was in before or []:
+        if not was.get("answers"):
+            continue  # it did not answer at the start: the run's own errors say so
+        now = boot(was["address"])
+        if now is None:
+            continue
+        if not now["answers"]:
+            problems.append(f"the Docker engine at {was['address']} stopped during the run "
+                            "and does not answer now")  # fmt: skip
+        elif (now["pid"], now["started"]) != (was["pid"], was["started"]):
+            problems.append(
+                f"the Docker engine at {was['address']} restarted during the run (process "
+                f"{was['pid']} then {now['pid']})"
+            )
+    if not problems:
+        return None
+    return (
+        "; ".join(problems) + ": its containers may have been lost or restarted under the "
+        "app, so this run's result is not the change's; the next run puts the canonical back"
+    )
