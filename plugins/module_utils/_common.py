@@ -109,13 +109,14 @@ def failure(exc: BaseException, prefix: str = "") -> dict[str, Any] | None:
         if unreachable(exc.stderr or "") or unreachable(exc.__cause__ or ""):
             out["engine_fault"] = True  # the stages stop the run on it (see _engine)
         return out
-    if isinstance(exc, OSError) and not type(exc).__module__.startswith(("docker", "httpx")):
+    if unreachable(exc):  # before OSError: requests' errors are OSErrors too
+        return {"msg": f"{lead}{fault_sentence(exc)}", "engine_fault": True}
+    module = type(exc).__module__
+    backend = module.startswith(("docker", "requests", "urllib3", "httpx"))
+    if isinstance(exc, OSError) and not backend:
         where = f" ({exc.filename})" if exc.filename else ""
         return {"msg": f"{lead}{exc.strerror or exc}{where}", "errno": exc.errno}
-    module = type(exc).__module__
     if module.startswith("docker") or module.startswith("requests"):
-        if unreachable(exc):
-            return {"msg": f"{lead}{fault_sentence(exc)}", "engine_fault": True}
         out: dict[str, Any] = {"msg": f"{lead}the Docker engine: {exc}"}
         response = getattr(exc, "response", None)
         if response is not None and getattr(response, "status_code", None):

@@ -71,21 +71,25 @@ def addresses(environ: Mapping[str, str] | None = None) -> list[str]:
 def unreachable(exc: BaseException | str) -> bool:
     """Does this error (or the ``docker`` CLI's stderr) say the engine does not answer?
 
-    Follows the exception's cause and context, as the SDK wraps the socket's error in
-    requests' and urllib3's. A timeout is not here: a busy engine still answers.
+    Follows the exception's cause, context and exception arguments, as the SDK wraps the
+    socket's error in requests' and urllib3's. A timeout is not here: a busy engine still answers.
     """
     if isinstance(exc, str):
         return any(words in exc.lower() for words in CLI_UNREACHABLE_WORDS)
-    current: BaseException | None = exc
-    for _ in range(8):
-        if current is None:
+    if type(exc).__module__.startswith(("httpx", "httpcore")):
+        return False  # an HTTP client's (an app's, Keycloak's), never the engine's
+    todo: list[BaseException] = [exc]
+    for _ in range(16):  # the chain is short; a cycle must not hang a module
+        if not todo:
             return False
+        current = todo.pop(0)
         if isinstance(current, (ConnectionRefusedError, ConnectionResetError, BrokenPipeError)):
             return True
         text = str(current).lower()
         if _from_docker(current) and any(words in text for words in UNREACHABLE_WORDS):
             return True
-        current = current.__cause__ or current.__context__
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        todo += [a for a in current.args if isinstance(a, BaseException)]  # requests wraps so
     return False
 
 

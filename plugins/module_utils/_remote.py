@@ -42,6 +42,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._archive import (
     TarScanner,
     TreeSink,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._engine import unreachable
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import matching
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     AppSnapshot,
@@ -184,7 +185,9 @@ def engine_errors(host: str, url: str, what: str):
             raise NodeError(
                 f"the Docker engine of node {host} ({url}) failed while {what}: {exc}; the "
                 "canonical's status says what was under way, and the next run restores its "
-                "known-good before use once that engine answers again"
+                "known-good before use once that engine answers again",
+                # gone, not erring: the stages stop the run on it (_engine)
+                **({"engine_fault": True} if unreachable(exc) else {}),
             ) from None
 
     return guard()

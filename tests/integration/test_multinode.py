@@ -29,9 +29,9 @@ from pathlib import Path
 import docker
 import pytest
 from support.ansible import ROOT, dump, run_playbook
-from support.fixtures import environ, init_state, lane_vars
+from support.fixtures import init_state, lane_vars
+from support.multinode import ADDRESS, RUN, WORKER, bed_up, sock, tree_on
 
-from ansible_collections.coopcloud.ci.plugins.module_utils._archive import TarScanner
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     canonical_domain,
     cold_domain,
@@ -45,42 +45,25 @@ pytestmark = [
     pytest.mark.xdist_group("multinode"),
 ]
 
-BED = str(ROOT / "scripts" / "multinode")
-RUN = "/run/ccci-multinode"
-MANAGER, WORKER = "ccci-mn1", "ccci-mn2"
-WORKER_ADDR = "10.231.0.12"
+WORKER_ADDR = ADDRESS[WORKER]
 HTML = "custom-html"
 KNOWN_GOOD_KEYS = ("version", "commit", "snapshot_digest", "promoted_by", "seeded_at", "node")
 LABEL = "com.docker.stack.namespace"
 
 
-def sock(node: str) -> str:
-    return f"unix://{RUN}/{node}/docker.sock"
-
-
 @pytest.fixture(scope="module")
 def bed(examples, examples_root, tmp_path_factory):
-    started = time.monotonic()
-    subprocess.run([BED, "up"], check=True, capture_output=True)
     tmp = tmp_path_factory.mktemp("multinode")
     init_state(tmp / "state")
-    print(f"bed up in {time.monotonic() - started:.1f} s")
-    engines = json.dumps({MANAGER: sock("mn1"), WORKER: sock("mn2")})
-    try:
-        with environ(DOCKER_HOST=sock("mn1"), CCCI_NODE_ENGINES=engines,
-                     CCCI_HELPER_IMAGE="ccci/busybox:latest"):  # fmt: skip
-            yield {
-                "tmp": tmp,
-                "state_dir": tmp / "state",
-                "recipes_dir": examples_root,
-                "suffix": f"m{os.urandom(3).hex()}.ccci.test",
-                "manager": docker.DockerClient(base_url=sock("mn1")),
-                "worker": docker.DockerClient(base_url=sock("mn2")),
-            }
-    finally:
-        started = time.monotonic()
-        subprocess.run([BED, "down"], check=True, capture_output=True)
-        print(f"bed down in {time.monotonic() - started:.1f} s")
+    with bed_up():
+        yield {
+            "tmp": tmp,
+            "state_dir": tmp / "state",
+            "recipes_dir": examples_root,
+            "suffix": f"m{os.urandom(3).hex()}.ccci.test",
+            "manager": docker.DockerClient(base_url=sock("mn1")),
+            "worker": docker.DockerClient(base_url=sock("mn2")),
+        }
 
 
 def play(env: dict, book: str, recipe: str, ref: str | None, **more):
@@ -113,24 +96,6 @@ def manifest_bytes(env: dict) -> bytes:
 
 def record_of(env: dict, rid: str) -> dict:
     return json.loads((env["state_dir"] / "runs" / f"{rid}.json").read_text())
-
-
-def tree_on(client, volume: str) -> str:
-    """The tree digest of ``volume`` as that node's engine streams it (never the host's files)."""
-    api = client.api
-    cid = api.create_container(
-        "ccci/busybox:latest",
-        ["true"],
-        host_config=api.create_host_config(binds={volume: {"bind": "/v", "mode": "ro"}}),
-    )["Id"]
-    try:
-        stream, _ = api.get_archive(cid, "/v/.")
-        scanner = TarScanner(volume, digests=True)
-        for chunk in stream:
-            scanner.feed(chunk)
-        return scanner.finish()["tree_digest"]
-    finally:
-        api.remove_container(cid, force=True)
 
 
 def labelled(client, stack: str) -> dict:
