@@ -234,8 +234,10 @@ def _engine_rows() -> str:
         ["case", "what was tried", "what held"],
         [[case, f"{ENGINE_PLAYS[play]} of {recipe}, held at `{moment}` "
           f"({POINTS[moment.split('@')[0]]}); {OUTAGES[outage]}",
-          "the run ends ERROR, its message naming the engine; the next quick run of the "
-          "recipe restores the canonical to rest and PASSes; nothing known-good lost"]
+          "the run ends ERROR (exit non-zero, no stage recorded as failed), its error naming "
+          "the engine's socket; the next quick run of the recipe puts the canonical back and "
+          "PASSes; registry, manifest bytes and the volume's tree on the worker = the "
+          "known-good"]
          for case, play, recipe, moment, outage in engine.CASES],
     )  # fmt: skip
 
@@ -246,8 +248,9 @@ ENGINE_PLAYS = {
     "promote": "`cold.yml` at the latest tag (green: promotes)",
 }
 OUTAGES = {
-    "restart": "`dockerd` restarted",
-    "stop-20": "`dockerd` stopped for 20 s, then started",
+    "restart": "the `dockerd` of both bed nodes stopped there and started again at once",
+    "stop-20": "the `dockerd` of both bed nodes stopped there, the run let go on without "
+    "them, and started 20 s later",
 }
 
 
