@@ -168,6 +168,19 @@ class BridgeConfig:
         )
 
 
+def require_bridge_state_dir(path: str) -> None:
+    """The bridge's state dir must have been made on purpose (the ci_host role makes it):
+    a mistyped ``CCCI_BRIDGE_STATE_DIR`` is refused, and nothing is created."""
+    if not os.path.isabs(path):
+        raise ConfigError(f"{ENV_PREFIX}STATE_DIR {path!r} is relative: give an absolute path")
+    if not os.path.isdir(path):
+        raise ConfigError(
+            f"{ENV_PREFIX}STATE_DIR {path} is not a directory: a mistyped path? Nothing was "
+            f"created. The ci_host role makes it (ccci_bridge_state_dir); by hand: "
+            f"install -d -m 0700 {path}"
+        )
+
+
 def _read_env_file(path: str) -> dict[str, str]:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -239,8 +252,9 @@ class Bridge:
             timeout=config.timeout,
             transport=transport,
         )
+        require_bridge_state_dir(config.state_dir)
         self._comments_dir = Path(config.state_dir) / "comments"
-        self._comments_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._comments_dir.mkdir(exist_ok=True, mode=0o700)
         # One lock per comment, striped so the set stays bounded however long it runs.
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
@@ -558,6 +572,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         config = BridgeConfig.load(os.environ if env is None else env, args.config)
         host, port = _split_listen(config.listen)
+        require_bridge_state_dir(config.state_dir)
         if args.check:
             print(f"ccci bridge: settings ok; would listen on {host}:{port}")
             return 0

@@ -36,6 +36,7 @@ class BridgeProcess:
     def __init__(self, forge: Any, drone: Any, state_dir: Path, secret: str, **settings: str):
         self.port = free_port()
         self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)  # made on purpose, as ci_host does
         self.log_path = self.state_dir.parent / f"bridge-{self.port}.log"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CCCI_BRIDGE_")},

@@ -316,12 +316,20 @@ def test_settings_from_a_file_and_the_environment(tmp_path, capsys):
         "CCCI_BRIDGE_DRONE_URL=https://drone.example.org\n"
         "CCCI_BRIDGE_DRONE_TOKEN=from-file\n"
         "CCCI_BRIDGE_ALLOW=carol, dave\n"
+        f"CCCI_BRIDGE_STATE_DIR={tmp_path}/bridge-state\n"
     )
+    (tmp_path / "bridge-state").mkdir()
     config = BridgeConfig.load({"CCCI_BRIDGE_DRONE_TOKEN": "env-wins"}, str(path))
     assert (config.secret, config.forge_token, config.drone_token) == ('a"b$c', "ft", "env-wins")
     assert config.forge_url == "https://git.example.org" and config.allow == {"carol", "dave"}
     assert "env-wins" not in repr(config) and "ft" not in repr(config)
     assert bridge_main(["--check", "--config", str(path)], env={}) == 0
+    # a mistyped state dir: refused in one line, and not created
+    typo = tmp_path / "bridge-stat"
+    assert bridge_main(["--check", "--config", str(path)],
+                       env={"CCCI_BRIDGE_STATE_DIR": str(typo)}) == 2  # fmt: skip
+    assert f"CCCI_BRIDGE_STATE_DIR {typo} is not a directory" in capsys.readouterr().err
+    assert not typo.exists()
     assert bridge_main(["--check"], env={"CCCI_BRIDGE_SECRET": "s3cr3t"}) == 2
     err = capsys.readouterr().err
     assert "CCCI_BRIDGE_FORGE_URL" in err and "s3cr3t" not in err
