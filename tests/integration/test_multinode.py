@@ -30,7 +30,7 @@ import docker
 import pytest
 from support.ansible import ROOT, dump, run_playbook
 from support.fixtures import init_state, lane_vars
-from support.multinode import ADDRESS, RUN, WORKER, bed_up, sock, tree_on
+from support.multinode import ADDRESS, ON_THE_BED, RUN, WORKER, bed_up, sock, tree_on
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     canonical_domain,
@@ -38,12 +38,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     stack_name,
 )
 
-pytestmark = [
-    pytest.mark.swarm,
-    pytest.mark.slow,
-    pytest.mark.multinode,
-    pytest.mark.xdist_group("multinode"),
-]
+pytestmark = ON_THE_BED
 
 WORKER_ADDR = ADDRESS[WORKER]
 HTML = "custom-html"

@@ -29,19 +29,14 @@ import docker
 import pytest
 from support.ansible import dump, run_playbook
 from support.fixtures import environ, init_state, lane_vars
-from support.multinode import ADDRESS, WORKER, bed, bed_up, sock, tree_on
+from support.multinode import ADDRESS, ON_THE_BED, WORKER, bed, bed_up, sock, tree_on
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     canonical_domain,
     stack_name,
 )
 
-pytestmark = [
-    pytest.mark.swarm,
-    pytest.mark.slow,
-    pytest.mark.multinode,
-    pytest.mark.xdist_group("multinode"),
-]
+pytestmark = ON_THE_BED
 
 HTML = "custom-html"
 ENGINES = (sock("mn1"), sock("mn2"))

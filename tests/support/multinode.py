@@ -13,11 +13,20 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import pytest
+
 from ansible_collections.coopcloud.ci.plugins.module_utils._archive import TarScanner
 from support.ansible import ROOT
 from support.fixtures import environ
 
 BED = str(ROOT / "scripts" / "multinode")
+#: The marks of a test on the bed: one worker at a time (the bed's names are fixed).
+ON_THE_BED = [
+    pytest.mark.swarm,
+    pytest.mark.slow,
+    pytest.mark.multinode,
+    pytest.mark.xdist_group("multinode"),
+]
 RUN = "/run/ccci-multinode"
 MANAGER, WORKER = "ccci-mn1", "ccci-mn2"
 ADDRESS = {MANAGER: "10.231.0.11", WORKER: "10.231.0.12"}
