@@ -79,7 +79,7 @@ def unreachable(exc: BaseException | str) -> bool:
     if type(exc).__module__.startswith(("httpx", "httpcore")):
         return False  # an HTTP client's (an app's, Keycloak's), never the engine's
     todo: list[BaseException] = [exc]
-    for _ in range(16):  # the chain is short; a cycle must not hang a module
+    for _step in range(16):  # the chain is short; a cycle must not hang a module
         if not todo:
             return False
         current = todo.pop(0)
