@@ -197,6 +197,7 @@ class AbraDriver(Driver):
         self.run(
             self.undeploy_argv(domain), env=self._env(stack), what=f"abra app undeploy of {domain}"
         )
+        self.drop_if_discarding(stack)
         self.wait_gone(stack, timeout)
         return {"changed": True, "removed": {"services": [s.name for s in state.services]}}
 
@@ -205,7 +206,8 @@ class AbraDriver(Driver):
         home = self.abra_dir(stack)
         if not self.remove_needed(state) and not os.path.exists(home):
             return {"changed": False, "removed": {}}
-        undeployed = self.undeploy(stack, timeout)
+        with self.discarding():
+            undeployed = self.undeploy(stack, timeout)
         if self.env_file(stack) is not None:
             domain = self._domain(stack)
             self.run(

@@ -33,6 +33,7 @@ Callers (the plays) hold the recipe's lock (:mod:`._lock`); nothing here locks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -417,8 +418,11 @@ class Canonical:
                            "bytes_discarded": sum(discarded.values())}  # fmt: skip
         return out
 
-    def _undeploy(self, stack: str) -> None:
-        self.driver.undeploy(stack, self.wait_timeout)
+    def _undeploy(self, stack: str, *, discard: bool = False) -> None:
+        """``discard``: the known-good is put back right after and what the app wrote is
+        thrown away, so it needs no clean stop (``_driver.Driver.discarding``)."""
+        with self.driver.discarding() if discard else contextlib.nullcontext():
+            self.driver.undeploy(stack, self.wait_timeout)
         self.actions.append(f"undeployed {stack}")
 
     def _set_status(self, status: str, run_id: str) -> None:
@@ -589,7 +593,7 @@ class Canonical:
             # idle data that differs: say so before touching it
             self._set_status("restoring", run_id)
         if undeploy:
-            self._undeploy(stack)
+            self._undeploy(stack, discard=must_restore)
             _faults.checkpoint(P_UNDEPLOYED)
         if must_restore:
             if registry["status"] != "idle":

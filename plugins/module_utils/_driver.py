@@ -30,11 +30,12 @@ the label ``com.docker.stack.namespace=<stack>`` (never by a name prefix).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ansible_collections.coopcloud.ci.plugins.module_utils import _faults
@@ -233,6 +234,9 @@ class Driver:
 
     name = "base"
 
+    #: Inside :meth:`discarding`.
+    _discarding = False
+
     def __init__(self, client=None, runner: Runner | None = None, interval: float = 1.0) -> None:
         self._client = client
         self._runner = runner or subprocess.run
@@ -339,7 +343,28 @@ class Driver:
         raise NotImplementedError
 
     def undeploy(self, stack: str, timeout: float = DEFAULT_REMOVE_TIMEOUT) -> dict[str, Any]:
+        """Remove the stack's services, containers, networks and configs; keep its volumes.
+
+        Inside :meth:`discarding`, what the app holds is thrown away right after (a put-back
+        of the known-good, a removal): its containers are removed at once
+        (:meth:`drop_containers`) instead of stopped by the swarm, which gives each its
+        grace period and, on a swarm network, a 2 s gossip delay first.
+        """
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def discarding(self) -> Iterator[None]:
+        """Undeploys inside this block throw the app's data away after: no clean stop."""
+        before, self._discarding = self._discarding, True
+        try:
+            yield
+        finally:
+            self._discarding = before
+
+    def drop_if_discarding(self, stack: str) -> None:
+        """Called by :meth:`undeploy` once the services are gone."""
+        if self._discarding:
+            self.drop_containers(stack)
 
     def remove(self, stack: str, timeout: float = DEFAULT_REMOVE_TIMEOUT) -> dict[str, Any]:
         raise NotImplementedError
@@ -354,6 +379,29 @@ class Driver:
         state.volumes += [info for _engine, info in volumes]
         state.containers += containers
         return state
+
+    def drop_containers(self, stack: str) -> list[str]:
+        """Remove the stack's containers on this engine at once, as ``docker rm -f``.
+
+        Only once its services are gone (else the swarm starts them again), and only when
+        their data is thrown away after (:meth:`discarding`): the app gets no clean stop. A container the swarm removed meanwhile is no error.
+        """
+        api = self.client.api
+        label = {"label": f"{NAMESPACE_LABEL}={stack}"}
+        dropped = []
+        for raw in api.containers(all=True, filters=label):
+            if (raw.get("Labels") or {}).get(NAMESPACE_LABEL) != stack:
+                continue
+            try:
+                api.remove_container(raw["Id"], force=True)
+            except Exception as exc:  # gone already, or its removal under way
+                text = str(exc).lower()
+                if "no such container" not in text and "in progress" not in text:
+                    raise DriverError(
+                        f"container {raw['Id'][:12]} of stack {stack} cannot be removed: {exc}"
+                    ) from exc
+            dropped.append(raw["Id"])
+        return dropped
 
     @staticmethod
     def undeploy_needed(state) -> bool:
@@ -624,6 +672,7 @@ class StackDriver(Driver):
         if state.services:
             cmd = [self.docker, "service", "rm", *removed["services"]]
             self.run(cmd, what=f"removing the services of stack {stack}")
+        self.drop_if_discarding(stack)
 
         def no_containers() -> _Observation:
             now = self.state(stack)
@@ -666,7 +715,8 @@ class StackDriver(Driver):
         return {"changed": True, "removed": removed}
 
     def remove(self, stack, timeout=DEFAULT_REMOVE_TIMEOUT):
-        undeployed = self.undeploy(stack, timeout)
+        with self.discarding():
+            undeployed = self.undeploy(stack, timeout)
         removed = self.remove_labelled(stack, timeout)
         changed = undeployed["changed"] or bool(removed["volumes"] or removed["secrets"])
         return {"changed": changed, "removed": {**undeployed["removed"], **removed}}

@@ -457,12 +457,37 @@ def deploy_failure(
     return None
 
 
+def rolled_out(svc: ServiceState) -> bool:
+    """Has the update in progress replaced every task of ``svc``, each now running?
+
+    Swarm keeps an update ``updating`` for its ``monitor`` window (5 s by default) after
+    the last new task runs, and only then says ``completed``. We need not wait for that:
+    every slot's latest task was created by this update (at or after its start), runs
+    the current spec and is running (a task with a health check is ``running`` only once
+    it passed it) and none of an earlier spec still runs. A new task that dies inside the
+    window still shows as a failed task or a paused or rolled-back update, which
+    :func:`deploy_failure` and the health gate treat as fatal. A rollback in progress, or
+    an update without a start time, is not rolled out.
+    """
+    if svc.update_state != "updating" or svc.update_started_at is None:
+        return False
+    if svc.replicas_running != svc.replicas_desired:
+        return False
+    if any(t.running and (not t.current or t.image != svc.image) for t in svc.tasks):
+        return False
+    latest = _latest_per_slot(svc)
+    return bool(latest) and all(
+        t.running and t.current and (t.created_at or _MIN) >= svc.update_started_at for t in latest
+    )
+
+
 def converged(state: StackState, since: datetime.datetime | None = None) -> tuple[bool, str]:
     """Is every service of the stack running its current spec? ``(ok, reason)``.
 
     Converged means, for every service: running replicas equal desired ones; every
     running task runs the service's current spec and image; no update in progress or
-    broken; no task of the current spec Rejected at or after ``since``; and no slot whose
+    broken (an update still in its monitor window whose new tasks all run counts as done,
+    see :func:`rolled_out`); no task of the current spec Rejected at or after ``since``; and no slot whose
     latest task is a Failed one of the current spec since then. A task that failed once and was replaced by a running one
     does not block convergence (many apps restart once while a dependency boots);
     :func:`deploy_failure` catches a service that keeps failing, and callers wanting
@@ -477,7 +502,7 @@ def converged(state: StackState, since: datetime.datetime | None = None) -> tupl
         ]
         if rejected:
             return False, f"service {svc.name}: {_task_line(rejected[-1])}"
-        if svc.update_state in UPDATING_STATES:
+        if svc.update_state in UPDATING_STATES and not rolled_out(svc):
             # quote the scheduler when a new task cannot start (e.g. "host-mode port
             # already in use on 1 node"): "update in progress" alone does not say why
             stuck = [

@@ -18,6 +18,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._driver import (
     StackDriver,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
+    ServiceState,
     StackState,
     WaitResult,
 )
@@ -48,9 +49,30 @@ class FakeSecrets:
         self.created.append((name, data, labels))
 
 
+class FakeApi:
+    """The engine's container calls: ``containers`` by label, ``remove_container``."""
+
+    def __init__(self, containers=(), refuse=None):
+        self.listed = list(containers)  # (id, labels)
+        self.refuse = refuse or {}  # id -> the engine's error text
+        self.removed = []
+
+    def containers(self, all=False, filters=None):
+        key, _, value = filters["label"].partition("=")
+        return [
+            {"Id": i, "Labels": labels} for i, labels in self.listed if labels.get(key) == value
+        ]
+
+    def remove_container(self, cid, force=False):
+        if cid in self.refuse:
+            raise RuntimeError(self.refuse[cid])
+        self.removed.append((cid, force))
+
+
 class FakeClient:
-    def __init__(self, secrets=()):
+    def __init__(self, secrets=(), containers=()):
         self.secrets = FakeSecrets(secrets)
+        self.api = FakeApi(containers)
 
 
 COMPOSE = """\
@@ -262,7 +284,11 @@ def test_abra_undeploy_and_remove_argv(monkeypatch, tmp_path):
         "remove_labelled",
         lambda stack, timeout: {"volumes": ["t1_ccci_test_content"], "secrets": []},
     )
+    ns = "com.docker.stack.namespace"
+    abra.client.api.listed = [("c1", {ns: "t1_ccci_test"}), ("c2", {ns: "t1_ccci_test_x"})]
     out = abra.remove("t1_ccci_test")
+    # the data goes: the stack's containers (only its own) are removed at once, no clean stop
+    assert abra.client.api.removed == [("c1", True)]
     assert [c["cmd"] for c in runner.calls] == [
         ["abra", "app", "undeploy", "-n", "t1.ccci.test"],
         ["abra", "app", "remove", "-f", "-n", "t1.ccci.test"],
@@ -275,6 +301,31 @@ def test_abra_undeploy_and_remove_argv(monkeypatch, tmp_path):
     runner.calls.clear()
     assert abra.undeploy("t1_ccci_test") == {"changed": False, "removed": {}}
     assert runner.calls == []
+
+
+def test_drop_containers_removes_the_stacks_own_at_once_and_only_when_discarding(monkeypatch):
+    ns = "com.docker.stack.namespace"
+    client = FakeClient(containers=[("a", {ns: "s1"}), ("b", {ns: "s1"}), ("c", {ns: "s10"})])
+    client.api.refuse = {"b": "404 Client Error: No such container: b"}  # the swarm was first
+    driver = drv.StackDriver(client=client, runner=Recorder())
+    assert driver.drop_containers("s1") == ["a", "b"]
+    assert client.api.removed == [("a", True)]
+    client.api.refuse = {"a": "500 Server Error: driver failed"}
+    with pytest.raises(DriverError, match="container a of stack s1 cannot be removed"):
+        driver.drop_containers("s1")
+    # undeploy drops them only inside discarding(): otherwise the swarm stops them cleanly
+    client.api.refuse, client.api.removed = {}, []
+    deployed = StackState(stack="s1", services=[ServiceState("s1_app", "app", "x", 1, 1)])
+    monkeypatch.setattr(drv, "read_stack", lambda client, stack: deployed)
+    monkeypatch.setattr(drv.StackDriver, "state", lambda self, stack: deployed)
+    monkeypatch.setattr(drv, "wait_until", lambda *a, **k: None)
+    monkeypatch.setattr(driver, "wait_gone", lambda stack, timeout: None)
+    driver.undeploy("s1")
+    assert client.api.removed == []
+    with driver.discarding():
+        driver.undeploy("s1")
+    assert client.api.removed == [("a", True), ("b", True)]
+    assert not driver._discarding
 
 
 def test_abra_env_needs_a_recipe(recipe):

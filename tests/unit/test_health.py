@@ -344,11 +344,32 @@ def test_a_stale_task_of_the_previous_spec_keeps_waiting():
 
 
 def test_an_update_in_progress_or_broken():
-    state = stack(service("app", (task("a1"),), update_state="updating", updated=0))
-    assert swarm_ok(state, check())[::2] == (False, False)
+    # a1 is older than the update: the update has not replaced it yet
+    state = stack(service("app", (task("a1", t=-1),), update_state="updating", updated=0))
+    assert swarm_ok(state, check(since=at(-2)))[::2] == (False, False)
     state = stack(service("app", (task("a1"),), update_state="rollback_completed", updated=1))
     ok, reason, fatal = swarm_ok(state, check())
     assert (ok, fatal) == (False, True) and "did not take (rollback_completed" in reason
+
+
+def test_an_upgrade_whose_new_task_dies_in_the_monitor_window_is_caught():
+    # the update's new task runs: healthy without waiting out swarm's monitor window
+    new = task("n1", t=2, health="healthy")
+    state = stack(service("app", (new,), update_state="updating", updated=1))
+    assert swarm_ok(state, check())[::2] == (True, False)
+    # it dies 2 s later: its failure and the update the swarm paused are fatal
+    dead = task("n1", t=2, state="failed", desired="shutdown", error="task: non-zero exit (1)")
+    paused = service("app", (dead,), update_state="paused", updated=1)
+    ok, reason, fatal = swarm_ok(stack(paused), check())
+    assert (ok, fatal) == (False, True)
+    assert "did not take (paused" in reason and "non-zero exit (1)" in reason
+    # before the swarm paused it: the dead task's slot waits for its replacement
+    again = task("n2", t=5, state="starting")
+    ok, reason, fatal = swarm_ok(
+        stack(service("app", (dead, again), update_state="updating", updated=1)),
+        check(max_task_failures=0),
+    )
+    assert (ok, fatal) == (False, True) and "max_task_failures=0" in reason
 
 
 def test_the_commit_label_must_be_the_deployed_one_on_every_service():

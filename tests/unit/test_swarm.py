@@ -187,6 +187,35 @@ def test_update_states():
     assert sw.converged(done)[0]
 
 
+def test_an_update_whose_new_tasks_all_run_is_converged_inside_its_monitor_window():
+    started = at(1)
+    old = task(service="s_ccci_test_app", image="ccci/web:1.28", current=False, t=0,
+               state="shutdown", desired="shutdown")  # fmt: skip
+    new = task(service="s_ccci_test_app", t=2)
+    svc = functools.partial(service, "app", update_state="updating", update_started=started)
+    assert sw.converged(stack(svc([old, new])))[0]
+    # not yet: the new task is still starting (its health check has not passed)
+    assert not sw.converged(
+        stack(svc([old, task(service="s_ccci_test_app", t=2, state="starting")]))
+    )[0]
+    # not yet: the running task was there before the update began (not replaced)
+    assert not sw.converged(stack(svc([task(service="s_ccci_test_app", t=0)])))[0]
+    # not yet: a task of the previous spec still runs (start-first)
+    running_old = task("o", service="s_ccci_test_app", image="ccci/web:1.28", current=False, t=0)
+    assert not sw.converged(stack(svc([running_old, new], desired=1)))[0]
+    # a rollback in progress, or an update without a start time, is never done
+    assert not sw.converged(stack(service("app", [new], update_state="rollback_started",
+                                          update_started=started)))[0]  # fmt: skip
+    assert not sw.converged(stack(service("app", [new], update_state="updating")))[0]
+    # the new task dies inside the window: not converged, and fatal once it keeps failing
+    # or the swarm pauses the update
+    dead = task(service="s_ccci_test_app", t=3, state="failed", desired="shutdown",
+                error="task: non-zero exit (1)")  # fmt: skip
+    assert not sw.converged(stack(svc([old, dead])), since=at(0))[0]
+    paused = stack(service("app", [old, dead], update_state="paused", update_started=started))
+    assert "did not take (paused" in sw.deploy_failure(paused, since=at(0))
+
+
 def test_empty_stack_is_not_converged_but_gone():
     state = stack()
     assert sw.converged(state) == (False, "stack s_ccci_test has no services")
