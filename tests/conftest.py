@@ -16,4 +16,4 @@ sys.path.insert(0, str(ROOT / "collections"))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
 
-pytest_plugins = ["support.fixtures", "support.schedule"]
+pytest_plugins = ["support.fixtures", "support.schedule", "support.seeds"]

@@ -2,7 +2,9 @@
 
 A canonical is only ever made the way production makes it: a green cold run of the
 recipe's latest tag (promote-on-green, WC5). The module fixture seeds one custom-html
-canonical under a domain suffix and state dir of its own, and the tests then take turns
+canonical under a domain suffix and state dir of its own (the overlap test adds notes,
+installed from the session's seeded snapshot by ``warm_canonical state=seeded``, the last
+step of that same promotion: tests/support/seeds.py), and the tests then take turns
 on it: each quick run must leave it exactly as they found it - the same registry
 (version, commit, snapshot digest, promoted by), the same snapshot manifest bytes, and
 the canonical's volume holding exactly the known-good tree (whole-tree digest equal to
@@ -364,7 +366,7 @@ def spawn(env: dict, recipe: str, ref: str, rid: str, tmp: Path) -> subprocess.P
 
 
 def test_quick_runs_of_one_recipe_never_overlap_and_of_two_recipes_do(
-    warm, examples, docker_client
+    warm, examples, seeds, docker_client
 ):
     """WC8. Three quick runs started together: two of custom-html, one of notes.
 
@@ -375,7 +377,9 @@ def test_quick_runs_of_one_recipe_never_overlap_and_of_two_recipes_do(
     custom-html run that got the lock first (they ran on their canonicals at once).
     """
     html, notes = examples[HTML], examples[NOTES]
-    seed(warm, NOTES, notes["latest"])
+    # the notes canonical: the session's seeded one (support/seeds.py), installed in this
+    # module's state dir by the promotion's own last step (warm_canonical state=seeded)
+    seeds.adopt(NOTES, warm["state_dir"], warm["suffix"], overlay=True)
     warm["seeded"].append(NOTES)
     before_html = at_rest_proof(docker_client, warm, HTML, html["volumes"])
     before_notes = at_rest_proof(docker_client, warm, NOTES, notes["volumes"])

@@ -20,8 +20,9 @@ promoted snapshot as the documented way back says).
 
 The cases run in four lanes, each an xdist group of its own (so ``--dist loadgroup``
 spreads them over the workers): a lane makes its own bed (state dir, domain suffix,
-catalog), seeds its one canonical (custom-html or notes) by a green cold run of the latest
-tag, runs its cases one after another (each one kill and one recovery), and removes the
+catalog), seeds its one canonical (custom-html or notes) from the session's green cold
+run of the latest tag (tests/support/seeds.py: one per recipe for the whole run, each lane
+its own copy: state dir, registry, volumes), runs its cases one after another (each one kill and one recovery), and removes the
 bed. The first test of a lane pays for it; the others read the lane's outcomes.
 """
 
@@ -236,9 +237,10 @@ def run_lane(bed: Bed, examples: dict, cases: list[tuple]) -> dict[str, dict]:
     return results
 
 
-def run_whole_lane(lane: str, examples, examples_root, tmp: Path, cases) -> dict[str, dict]:
-    """A bed of the lane's own, its canonical seeded by a green cold run of the latest tag
-    (the promotion's catalog: install only, cheaper and still green), then its cases."""
+def run_whole_lane(lane: str, examples, examples_root, seeds, tmp: Path, cases) -> dict:
+    """A bed of the lane's own, its canonical seeded from the session's green cold run of
+    the latest tag (support/seeds.py: the promotion's last step, into the lane's own state
+    dir and volumes), then its cases."""
     recipe = LANES[lane][0][1]
     started = time.monotonic()
     bed = Bed.make(tmp / lane, examples_root, f"k{os.urandom(3).hex()}", ["install", "upgrade"])
@@ -248,11 +250,7 @@ def run_whole_lane(lane: str, examples, examples_root, tmp: Path, cases) -> dict
     # crash points are test_crashes_overlay.py's
     bed.overlay = False
     try:
-        play = bed.run("cold.yml", bed.extravars(
-            recipe, examples[recipe]["latest"], run_id(),
-            ccci_catalog_dir=str(bed.promote_catalog)))  # fmt: skip
-        assert play.proc.returncode == 0, play.output()[-8000:]
-        assert bed.registry(recipe)["status"] == "idle"
+        seeds.adopt_into(bed, recipe)
         results = run_lane(bed, examples, cases)
     finally:
         bed.remove_all((recipe,))
@@ -261,7 +259,7 @@ def run_whole_lane(lane: str, examples, examples_root, tmp: Path, cases) -> dict
 
 
 @pytest.fixture(scope="module")
-def outcomes(examples, examples_root, tmp_path_factory, request):
+def outcomes(examples, examples_root, seeds, tmp_path_factory, request):
     """The outcomes of a lane's selected cases (``-k`` selects), run when its first test
     asks: on whichever worker its xdist group went to."""
     tmp = tmp_path_factory.mktemp("crashes")
@@ -271,7 +269,7 @@ def outcomes(examples, examples_root, tmp_path_factory, request):
         if lane not in done:
             try:
                 done[lane] = run_whole_lane(
-                    lane, examples, examples_root, tmp, chosen_cases(request, lane)
+                    lane, examples, examples_root, seeds, tmp, chosen_cases(request, lane)
                 )
             except Exception as exc:  # every test of the lane reports the same failure
                 done[lane] = exc

@@ -3,7 +3,8 @@ point of plugins/module_utils/_overlay.py; nothing known-good is lost and the ne
 (what the next run's "bring it to rest first" does) leaves the canonical exactly at rest.
 
 One canonical (notes: two volumes, so a put-back can be killed between them) is seeded
-once for the module by a green cold run of its latest tag, on overlay volumes. Each case
+once for the module, on overlay volumes, from the session's green cold run of its latest
+tag (tests/support/seeds.py). Each case
 kills one ``ansible localhost -m coopcloud.ci.warm_canonical`` process group at its point
 (``CCCI_PAUSE_AT``, as tests/reliability/test_crashes.py does for whole plays), checks
 what the kill left, then recovers with ``state=idle`` and checks the canonical at rest:
@@ -33,11 +34,11 @@ MODULE = "coopcloud.ci.warm_canonical"
 
 
 @pytest.fixture(scope="module")
-def bed(examples, examples_root, tmp_path_factory):
+def bed(examples_root, seeds, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("crashes-overlay")
     made = Bed.make(tmp, examples_root, f"o{os.urandom(3).hex()}", ["install"])
     try:
-        made.seed(NOTES, examples[NOTES]["latest"])
+        seeds.adopt_into(made, NOTES)
         yield made
     finally:
         made.remove_all((NOTES,))

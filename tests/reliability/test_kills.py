@@ -24,7 +24,8 @@ Then, from the events each play wrote (tests/reliability/orphans.py):
 * the canonical is at rest, its volume trees equal to the known-good's (for a killed
   promotion: the promotion the orphan completed, or the second run's own).
 
-Two canonicals in each of two state dirs; the four lanes run at the same time. The
+Two canonicals in each of two state dirs (copies of the session's seeded ones,
+tests/support/seeds.py); the four lanes run at the same time. The
 put-back case starts from what a dead quick run leaves (status ``quick``, writes in both
 volumes of notes), so the first run's restore before use is the module killed mid-work:
 on overlay volumes (the beds' default) it discards the writes volume by volume
@@ -99,8 +100,9 @@ FORGE_URL = "http://127.0.0.1:9"  # nothing listens: posting a status is a warni
 
 
 @pytest.fixture(scope="module")
-def beds(examples, examples_root, tmp_path_factory):
-    """Two state dirs; in each, custom-html and notes seeded at once by green cold runs."""
+def beds(examples, examples_root, seeds, tmp_path_factory):
+    """Two state dirs; in each, custom-html and notes seeded from the session's green cold
+    runs (tests/support/seeds.py: each bed its own copy, registry and volumes)."""
     tmp = tmp_path_factory.mktemp("kills")
     promote = make_catalog(tmp / "catalog-promote", ["install"])
     made = []
@@ -111,13 +113,9 @@ def beds(examples, examples_root, tmp_path_factory):
         bed.deploy_timeout = 300  # eight plays of this module deploy at once at times
         made.append(bed)
     try:
-        plays = [
-            bed.start("cold.yml", bed.extravars(recipe, examples[recipe]["latest"], run_id(),
-                                                ccci_catalog_dir=str(promote)))
-            for bed in made for recipe in (HTML, NOTES)
-        ]  # fmt: skip
-        for play in plays:
-            assert play.wait() == 0, play.output()[-8000:]
+        for bed in made:
+            for recipe in (HTML, NOTES):
+                seeds.adopt_into(bed, recipe)
         yield {"html-1": made[0], "notes-1": made[0], "html-2": made[1], "notes-2": made[1]}
     finally:
         for bed in made:

@@ -34,6 +34,10 @@ GIT_ENV = {
     "GIT_COMMITTER_EMAIL": "examples@ccci.invalid",
     "GIT_CONFIG_GLOBAL": "/dev/null",
     "GIT_CONFIG_NOSYSTEM": "1",
+    # one date for every commit and tag: each worker's examples get the same commit ids,
+    # so a canonical seeded from one worker's (tests/support/seeds.py) fits the others'
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
 }
 
 

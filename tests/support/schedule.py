@@ -50,10 +50,19 @@ def longest_first(items: list[pytest.Item], costs: dict[str, float]) -> list[pyt
     return [item for unit in order for item in units[unit]]
 
 
+def by_group(config) -> bool:
+    """Whether this run hands its units out by group. An xdist worker - whose collection
+    is the one the controller queues - sees ``dist`` as ``no`` (xdist resets it there) and
+    ``loadgroup`` true; the controller, or a run without workers, sees ``dist``."""
+    return config.getoption("dist", "no") == "loadgroup" or bool(
+        getattr(config.option, "loadgroup", False)
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # only where units are handed out by group: elsewhere a module's tests stay together
-    if config.getoption("dist", "no") != "loadgroup" or not COSTS.exists():
+    if not by_group(config) or not COSTS.exists():
         return
     items[:] = longest_first(items, json.loads(COSTS.read_text()))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from support.schedule import costs_of, longest_first
+from support.schedule import by_group, costs_of, longest_first
 
 
 class Mark(SimpleNamespace):
@@ -46,3 +46,17 @@ def test_costs_of_a_junit_report_sum_a_group_and_keep_slow_single_tests(tmp_path
         "grp": 120,
         "tests/integration/test_y.py::test_slow[at@home]": 40,
     }
+
+
+def config(dist: str, **option):
+    return SimpleNamespace(getoption=lambda name, default=None: dist,
+                           option=SimpleNamespace(**option))  # fmt: skip
+
+
+def test_the_order_is_made_where_xdist_collects_on_a_worker_too():
+    # an xdist worker: xdist 3.8 (remote.py) sets dist to "no" and keeps loadgroup; its
+    # collection is the one the controller queues, so the order must be made there
+    assert by_group(config("no", loadgroup=True))
+    assert by_group(config("loadgroup"))  # the controller, or a run without workers
+    assert not by_group(config("no", loadgroup=False))
+    assert not by_group(config("load"))
