@@ -384,7 +384,8 @@ class Driver:
         """Remove the stack's containers on this engine at once, as ``docker rm -f``.
 
         Only once its services are gone (else the swarm starts them again), and only when
-        their data is thrown away after (:meth:`discarding`): the app gets no clean stop. A container the swarm removed meanwhile is no error.
+        their data is thrown away after (:meth:`discarding`): the app gets no clean stop.
+        A container the swarm removed meanwhile is no error.
         """
         api = self.client.api
         label = {"label": f"{NAMESPACE_LABEL}={stack}"}

@@ -55,17 +55,33 @@ def address(environ: Mapping[str, str] | None = None) -> str:
     return environ.get("DOCKER_HOST") or DEFAULT_ADDRESS
 
 
+def node_engines(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``node hostname -> Docker engine URL`` from ``CCCI_NODE_ENGINES`` (a JSON object);
+    :class:`ValueError` with the sentence for the user when it is not one."""
+    raw = (os.environ if environ is None else environ).get(NODE_ENGINES_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(
+            f"{NODE_ENGINES_ENV} is not JSON ({exc}): give an object of node -> URL"
+        ) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()
+    ):
+        raise ValueError(f"{NODE_ENGINES_ENV} must be a JSON object of node hostname -> engine URL")
+    return data
+
+
 def addresses(environ: Mapping[str, str] | None = None) -> list[str]:
     """Every engine a run talks to: the environment's, then the nodes' (without repeats)."""
     environ = os.environ if environ is None else environ
-    out = [address(environ)]
     try:
-        nodes = json.loads(environ.get(NODE_ENGINES_ENV) or "{}")
+        nodes = node_engines(environ)
     except ValueError:
-        nodes = {}  # _remote refuses it with its own sentence where it is used
-    if isinstance(nodes, dict):
-        out += [url for url in nodes.values() if isinstance(url, str) and url not in out]
-    return out
+        nodes = {}  # _remote refuses it with this sentence where the nodes are used
+    return list(dict.fromkeys([address(environ), *nodes.values()]))
 
 
 def unreachable(exc: BaseException | str) -> bool:

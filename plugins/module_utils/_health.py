@@ -691,13 +691,12 @@ def gate(
     else:
         reason = f"{name} did not become healthy within {timeout:g} s: {why}"
     state = last_state["state"]
-    tasks = []
     since = swarm[0].since if swarm else None
-    if state is not None and not healthy:
-        tasks = [t.summary() for t in failed_tasks(state, since)][-10:]
+    failed = failed_tasks(state, since) if state is not None and not healthy else []
+    tasks = [t.summary() for t in failed][-10:]
     engine_fault = fatal and (
         bool((last or {}).get("swarm", {}).get("engine_fault"))
-        or (state is not None and any(t.engine_lost for t in failed_tasks(state, since)))
+        or any(t.engine_lost for t in failed)
     )
     return GateResult(
         healthy=healthy, attempts=attempts, elapsed=elapsed, last=last or {}, reason=reason,

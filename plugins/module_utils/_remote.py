@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import tarfile
@@ -42,7 +41,11 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._archive import (
     TarScanner,
     TreeSink,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._engine import unreachable
+from ansible_collections.coopcloud.ci.plugins.module_utils._engine import (
+    NODE_ENGINES_ENV,
+    node_engines,
+    unreachable,
+)
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import matching
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     AppSnapshot,
@@ -55,7 +58,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     volume_info,
 )
 
-ENGINES_ENV = "CCCI_NODE_ENGINES"
+ENGINES_ENV = NODE_ENGINES_ENV
 HELPER_ENV = "CCCI_HELPER_IMAGE"
 DEFAULT_HELPER = "busybox:stable"
 ARCHIVER = "docker-engine-api"
@@ -90,20 +93,10 @@ class NodeError(SnapshotError):
 
 def engines(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """``node hostname -> Docker engine URL`` from ``CCCI_NODE_ENGINES`` (a JSON object)."""
-    raw = (os.environ if environ is None else environ).get(ENGINES_ENV, "").strip()
-    if not raw:
-        return {}
     try:
-        data = json.loads(raw)
+        return node_engines(environ)
     except ValueError as exc:
-        raise NodeError(
-            f"{ENGINES_ENV} is not JSON ({exc}): give an object of node -> URL"
-        ) from None
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()
-    ):
-        raise NodeError(f"{ENGINES_ENV} must be a JSON object of node hostname -> engine URL")
-    return data
+        raise NodeError(str(exc)) from None
 
 
 def way_back(recipe: str, host: str) -> str:

@@ -30,7 +30,17 @@ import docker
 import pytest
 from support.ansible import ROOT, dump, run_playbook
 from support.fixtures import init_state, lane_vars
-from support.multinode import ADDRESS, ON_THE_BED, RUN, WORKER, bed_up, sock, tree_on
+from support.multinode import (
+    ADDRESS,
+    KNOWN_GOOD_KEYS,
+    ON_THE_BED,
+    RUN,
+    WORKER,
+    bed_up,
+    record_of,
+    sock,
+    tree_on,
+)
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     canonical_domain,
@@ -42,7 +52,6 @@ pytestmark = ON_THE_BED
 
 WORKER_ADDR = ADDRESS[WORKER]
 HTML = "custom-html"
-KNOWN_GOOD_KEYS = ("version", "commit", "snapshot_digest", "promoted_by", "seeded_at", "node")
 LABEL = "com.docker.stack.namespace"
 
 
@@ -87,10 +96,6 @@ def registry_of(env: dict) -> dict:
 
 def manifest_bytes(env: dict) -> bytes:
     return (env["state_dir"] / HTML / "snapshot" / "manifest.json").read_bytes()
-
-
-def record_of(env: dict, rid: str) -> dict:
-    return json.loads((env["state_dir"] / "runs" / f"{rid}.json").read_text())
 
 
 def labelled(client, stack: str) -> dict:

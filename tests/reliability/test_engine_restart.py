@@ -29,7 +29,17 @@ import docker
 import pytest
 from support.ansible import dump, run_playbook
 from support.fixtures import environ, init_state, lane_vars
-from support.multinode import ADDRESS, ON_THE_BED, WORKER, bed, bed_up, sock, tree_on
+from support.multinode import (
+    ADDRESS,
+    KNOWN_GOOD_KEYS,
+    ON_THE_BED,
+    WORKER,
+    bed,
+    bed_up,
+    record_of,
+    sock,
+    tree_on,
+)
 
 from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
     canonical_domain,
@@ -40,7 +50,6 @@ pytestmark = ON_THE_BED
 
 HTML = "custom-html"
 ENGINES = (sock("mn1"), sock("mn2"))
-KNOWN_GOOD_KEYS = ("version", "commit", "snapshot_digest", "promoted_by", "seeded_at", "node")
 
 # (case, play, recipe, moment, outage): `moment` a crash point of _faults.POINTS (with
 # @n, its n-th pass), `outage` a key of reliability/table.py's OUTAGES.
@@ -80,10 +89,6 @@ def play(env: dict, book: str, ref: str, **more):
     private = env["tmp"] / f"runner-{rid}"
     private.mkdir()
     return rid, run_playbook(book, args, private_dir=private)
-
-
-def record_of(env: dict, rid: str) -> dict:
-    return json.loads((env["state_dir"] / "runs" / f"{rid}.json").read_text())
 
 
 def known_good(env: dict) -> dict:

@@ -30,6 +30,8 @@ ON_THE_BED = [
 RUN = "/run/ccci-multinode"
 MANAGER, WORKER = "ccci-mn1", "ccci-mn2"
 ADDRESS = {MANAGER: "10.231.0.11", WORKER: "10.231.0.12"}
+#: The registry's fields that say what the known-good is (status history aside).
+KNOWN_GOOD_KEYS = ("version", "commit", "snapshot_digest", "promoted_by", "seeded_at", "node")
 
 
 def sock(node: str) -> str:
@@ -76,3 +78,8 @@ def tree_on(client, volume: str) -> str:
         return scanner.finish()["tree_digest"]
     finally:
         api.remove_container(cid, force=True)
+
+
+def record_of(env: dict, rid: str) -> dict:
+    """The run record of ``rid`` in the bed test's state dir (``env["state_dir"]``)."""
+    return json.loads((env["state_dir"] / "runs" / f"{rid}.json").read_text())
