@@ -672,13 +672,21 @@ class StackEvents:
     The engine's event stream (containers carrying the stack's namespace label; services
     and networks named ``<stack>_...``) is read in a background thread: a wait probes again
     as soon as something of the stack started, died, changed health or went away, and
-    after ``interval`` at the latest when nothing happens. An engine that cannot stream
-    events (a test double, an old engine) leaves it a plain sleep.
+    after ``interval`` at the latest when nothing happens. The manager records what a
+    container did a moment after the engine reports it (a task is ``running`` once the
+    agent passed on the health check's outcome), so after an event the next few probes
+    come quickly (:data:`FOLLOW_UPS`) before the wait falls back to ``interval``. An
+    engine that cannot stream events (a test double, an old engine) leaves it a plain
+    sleep.
     """
+
+    #: the sleeps after an event, before the interval applies again (seconds)
+    FOLLOW_UPS = (0.1, 0.2, 0.3)
 
     def __init__(self, client, stack: str) -> None:
         self.stack = stack
         self._flag = threading.Event()
+        self._follow_ups: list[float] = []
         self._stream = None
         try:
             self._stream = client.api.events(
@@ -707,7 +715,10 @@ class StackEvents:
             pass
 
     def sleep(self, seconds: float) -> None:
-        self._flag.wait(seconds)
+        if self._follow_ups:
+            seconds = min(seconds, self._follow_ups.pop(0))
+        if self._flag.wait(seconds):
+            self._follow_ups = list(self.FOLLOW_UPS)
         self._flag.clear()
 
     def close(self) -> None:

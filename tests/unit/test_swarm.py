@@ -537,6 +537,11 @@ def test_stack_events_wake_a_wait_on_the_stacks_own_changes_only():
             ],
         ).start()
         assert timed_sleep(events, 5.0) < 2.0
+        # then the next probes come quickly (the manager's view lags the engine's), and
+        # after those the interval applies again
+        follow_ups = [timed_sleep(events, 5.0) for _ in sw.StackEvents.FOLLOW_UPS]
+        assert all(f < 1.0 for f in follow_ups), follow_ups
+        assert timed_sleep(events, 0.8) >= 0.75
         # so does a service or network named for the stack
         stream.queue.put({"Action": "remove", "Actor": {"Attributes": {"name": "app_x_default"}}})
         assert timed_sleep(events, 5.0) < 2.0
