@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -46,7 +45,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._engine import (
     node_engines,
     unreachable,
 )
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import matching
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import (
     AppSnapshot,
     SnapshotStore,
@@ -57,6 +55,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._swarm import (
     read_stack,
     volume_info,
 )
+from ansible_collections.coopcloud.ci.plugins.module_utils._volume_files import file_name
 
 ENGINES_ENV = NODE_ENGINES_ENV
 HELPER_ENV = "CCCI_HELPER_IMAGE"
@@ -429,7 +428,7 @@ class RemoteAppSnapshot(AppSnapshot):
     # one small file in a volume (the upgrade stage's marker) ------------------------------
     @_guarded("writing a file into a volume")
     def write_file(self, volume: str, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(_file_name(name))
+        info = tarfile.TarInfo(file_name(name))
         info.size, info.mode = len(data), 0o644
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -445,7 +444,7 @@ class RemoteAppSnapshot(AppSnapshot):
 
         with self.helper(volume) as cid:
             try:
-                stream, _stat = self.engine.api.get_archive(cid, f"{MOUNT}/{_file_name(name)}")
+                stream, _stat = self.engine.api.get_archive(cid, f"{MOUNT}/{file_name(name)}")
             except docker.errors.NotFound:
                 return None
             with tarfile.open(fileobj=io.BytesIO(b"".join(stream)), mode="r:") as tar:
@@ -455,18 +454,7 @@ class RemoteAppSnapshot(AppSnapshot):
 
     @_guarded("removing a file from a volume")
     def remove_file(self, volume: str, name: str) -> None:
-        self._run(volume, f"rm -f {MOUNT}/{_file_name(name)}", bind=MOUNT)
-
-
-#: a plain file name at a volume's root: no path, nothing to quote in ``sh``
-FILE_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._-]+\Z")
-
-
-def _file_name(name: str) -> str:
-    return matching(
-        name, FILE_NAME, "file name", "use a plain name of letters, digits, '.', '_', '-'",
-        SnapshotError,
-    )  # fmt: skip
+        self._run(volume, f"rm -f {MOUNT}/{file_name(name)}", bind=MOUNT)
 
 
 def _root_entry(root: tarfile.TarInfo, path: str = MOUNT) -> bytes:

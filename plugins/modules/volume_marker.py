@@ -6,15 +6,19 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: volume_marker
-short_description: Write, read or remove a small marker file in a volume on another swarm node
+short_description: Write, read or remove a small marker file in an app's volume, here or on another swarm node
 version_added: 0.1.0
 description:
   - The upgrade stage writes a marker into the app's first volume before the upgrade and
-    reads it back after. When that volume lives on another swarm node (a canonical
-    pinned to a worker), this machine's file system cannot reach it; this module reaches
-    it through that node's Docker engine (its address from C(CCCI_NODE_ENGINES)), with a
-    short-lived helper container on the node that mounts the volume, as the remote
-    snapshot and restore do (docs/multinode.md).
+    reads it back after.
+  - Without O(node), the volume is on this machine and is reached through its mountpoint
+    (the engine of the environment names it); only a volume of the app's own stack is
+    touched, and an overlay volume only while a container mounts it.
+  - With O(node), the volume lives on that swarm node (a canonical pinned to a worker),
+    which this machine's file system cannot reach; the module reaches it through that
+    node's Docker engine (its address from C(CCCI_NODE_ENGINES)), with a short-lived
+    helper container on the node that mounts the volume, as the remote snapshot and
+    restore do (docs/multinode.md).
   - V(present) writes O(content) into the file O(name) at the volume's root (mode
     C(0644), owner root). V(read) returns its content (V(null) when it is not there).
     V(absent) removes it.
@@ -30,9 +34,9 @@ options:
     type: str
     required: true
   node:
-    description: The hostname of the swarm node that holds the volume.
+    description:
+      - The hostname of the swarm node that holds the volume, when it is not this machine.
     type: str
-    required: true
   volume:
     description: The Docker volume's name on that node.
     type: str
@@ -46,7 +50,8 @@ options:
     type: str
   state:
     description:
-      - V(present) writes the file, V(read) reads it, V(absent) removes it.
+      - V(present) writes the file, V(read) reads it, V(absent) removes it (and returns
+        what it held, so one task reads and removes).
     type: str
     choices: [present, read, absent]
     default: read
@@ -90,6 +95,14 @@ EXAMPLES = r"""
     volume: warm-custom-html_ci_example_org_content
     name: .ccci-marker-3fa9c1
   register: marker_read
+- name: Read a marker in a volume on this machine back, and remove it
+  coopcloud.ci.volume_marker:
+    recipe: custom-html
+    domain: warm-custom-html.ci.example.org
+    volume: warm-custom-html_ci_example_org_content
+    name: .ccci-marker-3fa9c1
+    state: absent
+  register: marker_removed
 """
 
 RETURN = r"""
@@ -115,12 +128,17 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._remote import (
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._snapshot import SnapshotStore
 from ansible_collections.coopcloud.ci.plugins.module_utils._state import require_state_dir
+from ansible_collections.coopcloud.ci.plugins.module_utils._volume_files import LocalVolumeFiles
 
 
 def marker(module: AnsibleModule, p: dict) -> dict:
-    store = SnapshotStore(require_state_dir(p["state_dir"]), p["recipe"])
-    engine = node_client(p["node"], p["recipe"])
-    view = RemoteAppSnapshot(docker_client(module), engine, store, p["domain"], p["node"])
+    state_dir = require_state_dir(p["state_dir"])
+    if p["node"]:
+        store = SnapshotStore(state_dir, p["recipe"])
+        engine = node_client(p["node"], p["recipe"])
+        view = RemoteAppSnapshot(docker_client(module), engine, store, p["domain"], p["node"])
+    else:
+        view = LocalVolumeFiles(docker_client(module), p["domain"])
     raw = view.read_file(p["volume"], p["name"])
     content = None if raw is None else raw.decode(errors="replace")
     state = p["state"]
@@ -143,7 +161,7 @@ def main() -> None:
             **state_dir_spec(),
             **state_spec(["present", "read", "absent"], "read"),
             "domain": {"type": "str", "required": True},
-            "node": {"type": "str", "required": True},
+            "node": {"type": "str"},
             "volume": {"type": "str", "required": True},
             "name": {"type": "str", "required": True},
             "content": {"type": "str"},
