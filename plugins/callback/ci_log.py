@@ -21,7 +21,8 @@ description:
     line is printed when its first result arrives, so a skipped step prints nothing."
   - "What else is printed: the C(msg) of C(debug) tasks that ran (a list one line per
     item); the result of every C(coopcloud.ci.run_record) call with C(state=stage)
-    (C(stage <name>: <result> (<seconds>s) <message>)). Lines that begin with C(COLD VERDICT:) or C(QUICK VERDICT:) are
+    (C(stage <name>: <result> (<seconds>s) <message>)), and once each the stages a call
+    records as skipped (its C(skipped)). Lines that begin with C(COLD VERDICT:) or C(QUICK VERDICT:) are
     held and printed last, after C(record: <path>)."
   - "Errors: a failed task is printed once (the same message is never repeated), and not
     at all when it is rescued by its block or ignored (the rescue reports it) or when the
@@ -122,6 +123,7 @@ class CallbackModule(CallbackBase):
         self._held: list[str] = []  # the verdict lines the plays printed
         self._record_verdict = None  # the one the run record gave, if none was printed
         self._record = None
+        self._skips_said: set = set()  # (record, stage) skip lines already printed
         self._running = None  # (name, started, follow path, offset)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -287,17 +289,26 @@ class CallbackModule(CallbackBase):
             self._record = res["path"]
         if res.get("verdict_line"):
             self._record_verdict = res["verdict_line"]
+        details = (res.get("record") or {}).get("stage_details") or {}
+        # stages put aside as skipped, recorded by this write (run_record's `skipped`)
+        for item in args.get("skipped") or []:
+            name = (item or {}).get("stage")
+            if name and (self._record, name) not in self._skips_said:
+                self._skips_said.add((self._record, name))
+                self._stage_line(name, "skip", details.get(name) or {}, item.get("message"))
         state = args.get("state")
         if state == "stage" and args.get("stage"):
             name = args["stage"]
-            detail = ((res.get("record") or {}).get("stage_details") or {}).get(name) or {}
-            line = f"{INDENT}stage {name}: {args.get('result')}"
-            if detail.get("seconds") is not None:
-                line += f" ({detail['seconds']}s)"
-            message = (args.get("message") or "").strip()
-            if message:
-                line += f" - {message.splitlines()[0][:160]}"
-            self._say(line)
+            self._stage_line(name, args.get("result"), details.get(name) or {}, args.get("message"))
+
+    def _stage_line(self, name: str, result, detail: dict, message) -> None:
+        line = f"{INDENT}stage {name}: {result}"
+        if detail.get("seconds") is not None:
+            line += f" ({detail['seconds']}s)"
+        message = (message or "").strip()
+        if message:
+            line += f" - {message.splitlines()[0][:160]}"
+        self._say(line)
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
         self._finished(result)

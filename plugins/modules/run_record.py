@@ -128,12 +128,40 @@ options:
     type: float
   mark:
     description:
-      - With O(state=started), the moments to note now - V(verdict) (the verdict line is
-        reported) and V(rest) (the canonical is idle again, or the app torn down).
+      - With O(state=started) or O(state=finished), the moments to note - V(verdict) (the
+        verdict line is reported) and V(rest) (the canonical is idle again, or the app torn
+        down) - at O(marked_at). A moment is noted once; closing the record notes any
+        moment not noted yet at the finish.
     type: list
     elements: str
     choices: [verdict, rest]
     default: []
+  skipped:
+    description:
+      - Stages to record as V(skip) before anything else this call writes, in order (with
+        O(state=started), O(state=stage) or O(state=finished)). A play puts the stages that
+        do not apply aside as it meets them and hands the list to its next write of the
+        record; a stage already recorded as skipped with the same message is left as it is,
+        so the same list may be handed again.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      stage:
+        description: The stage name.
+        type: str
+        required: true
+      message:
+        description: Why it does not apply.
+        type: str
+      at:
+        description: ISO-8601 time it was found not to apply (its finish); defaults to now.
+        type: str
+  marked_at:
+    description:
+      - ISO-8601 time of the moments in O(mark) (a lane notes when the canonical came to
+        rest and hands the time to the close of the record); defaults to now.
+    type: str
   junit:
     description:
       - With O(state=finished), a path to write the run's JUnit XML to (atomically).
@@ -333,6 +361,17 @@ def _notes(record: RunRecord, notes: list[str]) -> None:
         record.note(text)
 
 
+def _skipped(record: RunRecord, skipped: list[dict]) -> None:
+    for item in skipped:
+        detail = record.data["stage_details"].get(item["stage"])
+        if (
+            detail is None
+            or detail["result"] != "skip"
+            or detail["message"] != clean_text(item["message"], "message")
+        ):
+            record.stage(item["stage"], "skip", item["message"], finished_at=item["at"])
+
+
 def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
     if current is None:
         record = RunRecord.start(
@@ -364,13 +403,19 @@ def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
             canonical_before=p["canonical_before"],
         )
         _notes(current, p["notes"])
-    for what in p["mark"]:
-        engine = restarted(record.data.get("engines")) if what == "verdict" else None
-        record.mark(what, error=p["error"], engine=engine)
+    _skipped(record, p["skipped"])
+    _marks(p, record)
     return record
 
 
+def _marks(p: dict, record: RunRecord) -> None:
+    for what in p["mark"]:
+        engine = restarted(record.data.get("engines")) if what == "verdict" else None
+        record.mark(what, p["marked_at"], error=p["error"], engine=engine)
+
+
 def stage(p: dict, current: RunRecord) -> RunRecord:
+    _skipped(current, p["skipped"])
     detail = current.data["stage_details"].get(p["stage"])
     same = (
         detail is not None
@@ -388,6 +433,8 @@ def stage(p: dict, current: RunRecord) -> RunRecord:
 def finished(p: dict, current: RunRecord) -> RunRecord:
     if not current.finished:
         _notes(current, p["notes"])
+        _skipped(current, p["skipped"])
+        _marks(p, current)
         current.finish(
             p["canonical_after"],
             error=p["error"],
@@ -424,8 +471,10 @@ def record_run(module: AnsibleModule) -> dict:
             f"run record {path} does not exist; start it first with state=started", path=path
         )
 
-    if p["mark"] and state != "started":
-        raise CcciError(f"mark is only for state=started, not state={state}", path=path)
+    if p["mark"] and state not in ("started", "finished"):
+        raise CcciError(f"mark is only for state=started or finished, not state={state}", path=path)
+    if p["skipped"] and state == "info":
+        raise CcciError("skipped is only for state=started, stage or finished, not info", path=path)
     before = current.to_dict() if current is not None else None
     try:
         if state == "started":
@@ -493,7 +542,7 @@ def main() -> None:
             **recipe_spec(required=False),
             **plain_specs("str", "ref", "version", "commit", "domain", "stage"),
             "result": {"type": "str", "choices": ["pass", "fail", "skip"]},
-            **plain_specs("str", "message", "started_at", "finished_at", "error"),
+            **plain_specs("str", "message", "started_at", "finished_at", "error", "marked_at"),
             "canonical_before": {"type": "dict"},
             "canonical_after": {"type": "dict"},
             "notes": {"type": "list", "elements": "str", "default": []},
@@ -505,6 +554,16 @@ def main() -> None:
                 "default": [],
             },
             "junit": {"type": "path"},
+            "skipped": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {
+                    "stage": {"type": "str", "required": True},
+                    "message": {"type": "str"},
+                    "at": {"type": "str"},
+                },
+            },
         },
         required_if=[
             ("state", "started", ("mode", "recipe")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -241,4 +242,53 @@ def test_mark_verdict_returns_the_line_and_keeps_the_first_moment(state_dir, cap
     assert timings["verdict_at"] <= timings["rest_at"] == rest["record"]["timings"]["rest_at"]
     assert "verdict_line" not in rest
     rc, bad = run(base(state_dir, state="info", mark=["rest"]), capsys)
-    assert rc == 1 and bad["msg"].startswith("mark is only for state=started, not state=info")
+    assert rc == 1 and bad["msg"].startswith(
+        "mark is only for state=started or finished, not state=info"
+    )
+
+
+def test_the_close_notes_the_moment_of_rest_it_is_handed(state_dir, capsys):
+    def ago(seconds: int) -> str:
+        moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    quick = {**START, "mode": "quick", "started_at": ago(120)}
+    run(base(state_dir, **quick), capsys)
+    run(base(state_dir, state="stage", stage="upgrade", result="pass"), capsys)
+    rest = ago(60)
+    rc, done = run(
+        base(state_dir, state="finished", mark=["rest"], marked_at=rest,
+             notes=["lock released at " + rest]),
+        capsys,
+    )  # fmt: skip
+    assert rc == 0, done
+    timings = done["record"]["timings"]
+    assert (timings["rest_at"], timings["rest_seconds"]) == (rest, 60)
+    assert timings["verdict_seconds"] >= 120  # noted at the finish: now
+    assert done["record"]["notes"][-1] == "lock released at " + rest
+
+
+def test_stages_put_aside_as_skipped_are_recorded_in_order_with_the_next_write(state_dir, capsys):
+    run(base(state_dir, **START), capsys)
+    run(base(state_dir, state="stage", stage="install", result="pass"), capsys)
+    aside = [{"stage": "upgrade", "message": "no earlier version to upgrade from",
+              "at": "2099-01-01T00:00:00.250000Z"}]  # fmt: skip
+    rc, out = run(
+        base(state_dir, state="stage", stage="serving", result="pass", skipped=aside), capsys
+    )
+    assert rc == 0, out
+    record = out["record"]
+    assert record["stage_order"] == ["install", "upgrade", "serving"]
+    assert record["stages"] == {"install": "pass", "upgrade": "skip", "serving": "pass"}
+    upgrade = record["stage_details"]["upgrade"]
+    assert upgrade["message"] == "no earlier version to upgrade from"
+    assert upgrade["finished_at"].startswith("2099-01-01T00:00:00")
+    assert upgrade["started_at"] == record["stage_details"]["install"]["finished_at"]
+    # handed again with more: what is recorded already stays as it is
+    aside.append({"stage": "custom", "message": "the catalog entry has no tests", "at": None})
+    rc, done = run(base(state_dir, state="finished", skipped=aside), capsys)
+    assert done["record"]["stage_details"]["upgrade"] == upgrade
+    assert done["record"]["stage_order"] == ["install", "upgrade", "serving", "custom"]
+    assert done["verdict"] == "PASS"
+    rc, bad = run(base(state_dir, state="info", skipped=aside), capsys)
+    assert rc == 1 and bad["msg"].startswith("skipped is only for state=started, stage or")
