@@ -330,7 +330,8 @@ class TarScanner:
         view = memoryview(data)  # slicing bytes would copy every file's content
         pos = 0
         size = len(view)
-        events = self.events  # with digests: file contents as views, every other byte as bytes
+        events = self.events  # with digests: file contents as views, every other byte ...
+        raw = bytearray()  # ... gathered here and passed on once (only its own order counts)
         while pos < size and not self.ended:
             if self._data_left:
                 k = min(self._data_left, size - pos)
@@ -338,7 +339,7 @@ class TarScanner:
                     events.append(view[pos : pos + k])
                 else:
                     if events is not None:
-                        events.append(bytes(view[pos : pos + k]))
+                        raw += view[pos : pos + k]
                     if self._collect is not None:
                         if len(self._collect) + k > _PAX_MAX:
                             raise HostileArchiveError(
@@ -353,7 +354,7 @@ class TarScanner:
             if self._pad_left:
                 k = min(self._pad_left, size - pos)
                 if events is not None:
-                    events.append(bytes(view[pos : pos + k]))
+                    raw += view[pos : pos + k]
                 pos += k
                 self._pad_left -= k
                 continue
@@ -369,10 +370,12 @@ class TarScanner:
                 block = bytes(self._hdr)
                 self._hdr.clear()
             if events is not None:
-                events.append(block)
+                raw += block
             self._header(block)
-        if events is not None and pos < size:  # what follows the end-of-archive marker
-            events.append(bytes(view[pos:]))
+        if events is not None:
+            raw += view[pos:]  # what follows the end-of-archive marker
+            if raw:
+                events.append(bytes(raw))
         if self.sink is not None:
             self.sink.process(self.events)
             self.events.clear()

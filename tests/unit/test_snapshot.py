@@ -578,7 +578,9 @@ def test_scanner_handles_chunks_of_any_size(tree, tmp_path):
             scanner.feed(raw[i : i + step])
         results.add(json.dumps(scanner.finish(), sort_keys=True))
     assert len(results) == 1
-    assert json.loads(results.pop())["tree_digest"] == tree_digest(str(tree))
+    result = json.loads(results.pop())
+    assert result["tree_digest"] == tree_digest(str(tree))
+    assert result["headers_sha256"] == headers_sha256(out)  # whatever the chunks
 
 
 def test_scanner_refuses_a_truncated_stream():
