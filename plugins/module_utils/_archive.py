@@ -83,18 +83,25 @@ class _TreeHasher:
 
 
 class TreeSink:
-    """Turns :class:`TarScanner` events into the tree and meta digests."""
+    """Turns :class:`TarScanner` events into the tree and meta digests, and the headers
+    digest: every byte of the archive is hashed once, file contents by their file's
+    sha256 (which the tree digest records), every other byte (headers, extended headers,
+    padding, end-of-archive blocks) by ``headers_sha256``."""
 
     def __init__(self) -> None:
         self.hasher = _TreeHasher()
+        self.headers = hashlib.sha256()
         self._file: Any = None
         self._open: tuple = ()
 
     def process(self, events: list[Any]) -> None:
         add = self.hasher.add
         for ev in events:
-            if type(ev) is memoryview:
+            kind = type(ev)
+            if kind is memoryview:
                 self._file.update(ev)
+            elif kind is bytes:
+                self.headers.update(ev)
             elif ev is None:
                 path, meta, size = self._open
                 add(path, b"f", meta, size, self._file.hexdigest().encode())
@@ -109,6 +116,7 @@ class TreeSink:
         return {
             "tree_digest": self.hasher.tree.hexdigest(),
             "meta_digest": self.hasher.meta.hexdigest(),
+            "headers_sha256": self.headers.hexdigest(),
         }
 
 
@@ -322,17 +330,22 @@ class TarScanner:
         view = memoryview(data)  # slicing bytes would copy every file's content
         pos = 0
         size = len(view)
+        events = self.events  # with digests: file contents as views, every other byte ...
+        raw = bytearray()  # ... gathered here and passed on once (only its own order counts)
         while pos < size and not self.ended:
             if self._data_left:
                 k = min(self._data_left, size - pos)
                 if self._in_file:
-                    self.events.append(view[pos : pos + k])
-                elif self._collect is not None:
-                    if len(self._collect) + k > _PAX_MAX:
-                        raise HostileArchiveError(
-                            f"{self.label}: an extended header is larger than {_PAX_MAX} bytes"
-                        )
-                    self._collect += view[pos : pos + k]
+                    events.append(view[pos : pos + k])
+                else:
+                    if events is not None:
+                        raw += view[pos : pos + k]
+                    if self._collect is not None:
+                        if len(self._collect) + k > _PAX_MAX:
+                            raise HostileArchiveError(
+                                f"{self.label}: an extended header is larger than {_PAX_MAX} bytes"
+                            )
+                        self._collect += view[pos : pos + k]
                 pos += k
                 self._data_left -= k
                 if not self._data_left:
@@ -340,6 +353,8 @@ class TarScanner:
                 continue
             if self._pad_left:
                 k = min(self._pad_left, size - pos)
+                if events is not None:
+                    raw += view[pos : pos + k]
                 pos += k
                 self._pad_left -= k
                 continue
@@ -354,7 +369,13 @@ class TarScanner:
                     continue
                 block = bytes(self._hdr)
                 self._hdr.clear()
+            if events is not None:
+                raw += block
             self._header(block)
+        if events is not None:
+            raw += view[pos:]  # what follows the end-of-archive marker
+            if raw:
+                events.append(bytes(raw))
         if self.sink is not None:
             self.sink.process(self.events)
             self.events.clear()
@@ -373,6 +394,8 @@ class TarScanner:
         return skipped
 
     def take_events(self) -> list[Any]:
+        if self.events is None:
+            return []
         events, self.events = self.events, []
         return events
 
@@ -546,26 +569,26 @@ def _parse_pax(data: bytes, label: str) -> dict[bytes, bytes]:
 
 
 class BackgroundDigests:
-    """The archive's sha256 (and, given a sink, the tree digests) computed in threads.
+    """The digests of an archive computed in a thread of their own, while it streams.
 
-    hashlib releases the GIL, so this overlaps with reading and header parsing, and the
-    archive's sha256 and the sink's per-file digests run in two threads of their own (on
-    two cores, neither waits for the other). Chunks must be immutable ``bytes``; at most
+    hashlib releases the GIL, so this overlaps with reading and header parsing. Given a
+    ``sink``, its thread turns the scanner's events into the tree digests and the headers
+    digest (each byte hashed once); ``whole`` adds the sha256 of the whole archive in a
+    second thread, the check of archives recorded before the headers digest existed (and
+    of those streamed from another node). Chunks must be immutable ``bytes``; at most
     eight batches are queued per thread: memory stays flat.
     """
 
-    def __init__(self, sink: TreeSink | None = None) -> None:
-        self._hash = hashlib.sha256()
+    def __init__(self, sink: TreeSink | None = None, whole: bool = True) -> None:
+        self._hash = hashlib.sha256() if whole else None
         self.sink = sink
         self._closed = False
-        self._queues: list[queue.Queue] = []
-        self._threads = [self._start("digests", self._hash.update)]
-        if sink is not None:
-            self._threads.append(self._start("tree-digests", sink.process))
+        self._threads: list[tuple[queue.Queue, threading.Thread]] = []
+        self._whole = self._start("digests", self._hash.update) if whole else None
+        self._events = self._start("tree-digests", sink.process) if sink is not None else None
 
-    def _start(self, name: str, work: Any) -> threading.Thread:
+    def _start(self, name: str, work: Any) -> queue.Queue:
         box: queue.Queue = queue.Queue(maxsize=8)
-        self._queues.append(box)
 
         def run() -> None:
             while True:
@@ -576,21 +599,29 @@ class BackgroundDigests:
 
         thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
-        return thread
+        self._threads.append((box, thread))
+        return box
 
     def update(self, chunk: bytes, events: list[Any] | None = None) -> None:
-        self._queues[0].put(chunk)
+        if self._whole is not None:
+            self._whole.put(chunk)
         if events:
-            self._queues[1].put(events)
+            self._events.put(events)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            for box in self._queues:
+            for box, _thread in self._threads:
                 box.put(None)
-            for thread in self._threads:
+            for _box, thread in self._threads:
                 thread.join()
 
     def hexdigest(self) -> str:
+        """The whole archive's sha256 (``whole``), once every chunk is hashed."""
         self.close()
         return self._hash.hexdigest()
+
+    def digests(self) -> dict[str, str]:
+        """The sink's digests (tree, meta, headers), once every event is processed."""
+        self.close()
+        return self.sink.digests()

@@ -8,17 +8,19 @@ why; the short version:
 
 * **take** runs GNU tar (``--sort=name --format=posix --numeric-owner``) on the volume's
   directory and streams its output through this process: every byte is written to the
-  archive, hashed (sha256 of the archive) and parsed (every member header is checked
-  against the hostile-archive rules, and a tree digest of the volume is computed from the
-  members, equal to :func:`tree_digest` of the directory). Memory stays flat: one 1 MiB
-  buffer. The archives and the manifest are written into ``snapshot.tmp-<random>``,
+  archive and parsed (every member header is checked against the hostile-archive rules,
+  and a tree digest of the volume is computed from the members, equal to
+  :func:`tree_digest` of the directory); each byte is hashed once, file contents for the
+  tree digest and every other byte for the archive's ``headers_sha256``. Memory stays
+  flat: one 1 MiB buffer. The archives and the manifest are written into ``snapshot.tmp-<random>``,
   fsynced, and swapped in by one atomic ``renameat2(RENAME_EXCHANGE)`` (or, where the
   kernel lacks it, two renames with ``snapshot.old-<random>``); :meth:`recover` puts
   things right after a crash at any point.
 * **restore** streams each archive once through this process into GNU tar, which
   extracts it into a staging directory beside the target (same filesystem): every byte
-  is hashed on its way (sha256 and size against the manifest) and every member header is
-  checked against the hostile rules *before* the chunk holding it reaches tar. Only when
+  is hashed on its way (size, ``headers_sha256`` and tree digest against the manifest;
+  ``sha256`` of the whole archive for one recorded before those existed) and every
+  member header is checked against the hostile rules *before* the chunk holding it reaches tar. Only when
   every archive has passed is each staging directory exchanged atomically with its
   target, and the replaced tree removed; a corrupt or hostile archive leaves the targets
   untouched (its staging directory goes). A volume is therefore always either its old
@@ -175,7 +177,7 @@ class SnapshotStore:
         }
 
     def verify(self) -> dict[str, Any]:
-        """Check every archive (size, sha256, member headers) against the manifest."""
+        """Check every archive (size, digests, member headers) against the manifest."""
         manifest = self.manifest()
         live = self._live_dir()
         result = {}
@@ -296,12 +298,13 @@ class SnapshotStore:
 
         Following the file (rather than piping tar through this process) leaves the
         writing to tar exactly as a plain ``tar -cf`` does it, and hashes the bytes that
-        are really on disk. The archive's sha256 runs in a second thread (hashlib releases
-        the GIL), the header scan and the per-file digests in this one.
+        are really on disk. The header scan runs in this thread, the digests in a second
+        one (hashlib releases the GIL): each byte is hashed once, file contents by their
+        file's sha256 (recorded in the tree digest), every other byte by ``headers_sha256``.
         """
         label = f"volume {short!r} ({directory})"
         scanner = TarScanner(label, self.max_members, digests=True, inline=False)
-        digest = BackgroundDigests(TreeSink())
+        digest = BackgroundDigests(TreeSink(), whole=False)
         errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
         out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -344,8 +347,7 @@ class SnapshotStore:
                     )
                 summary = scanner.finish()
                 os.fsync(handle.fileno())
-            sha256 = digest.hexdigest()
-            summary.update(digest.sink.digests())
+            summary.update(digest.digests())
             progress.finish()
         except BaseException:
             if proc.poll() is None:
@@ -356,7 +358,7 @@ class SnapshotStore:
         finally:
             errors.close()
         return {
-            "sha256": sha256,
+            "headers_sha256": summary["headers_sha256"],
             "bytes": total,
             "files": summary["files"],
             "members": summary["members"],
@@ -409,7 +411,7 @@ class SnapshotStore:
     ) -> dict[str, Any]:
         """Make each ``short name -> directory`` exactly equal to its archive.
 
-        Every archive named is verified first (sha256, size, every member header);
+        Every archive named is verified first (size, digests, every member header);
         nothing is written before all pass. A target of ``None`` is a volume that does not
         exist yet: ``create(short)`` makes it and returns its directory, only once every
         archive has passed (a corrupt or hostile snapshot creates nothing). Each archive
@@ -536,13 +538,19 @@ def _check_manifest(data: Any, recipe: str, path: str) -> None:
             raise bad(str(exc)) from None
         if not isinstance(entry, dict) or entry.get("archive") != f"{short}.tar":
             raise bad(f"volume {short!r} does not name its archive {short}.tar")
-        if not re.match(r"^[0-9a-f]{64}$", str(entry.get("sha256", ""))):
+        if not any(_hex64(entry.get(key)) for key in ("headers_sha256", "sha256")):
+            raise bad(f"volume {short!r} has no valid headers_sha256 (or sha256)")
+        if "sha256" in entry and not _hex64(entry["sha256"]):
             raise bad(f"volume {short!r} has no valid sha256")
         if not isinstance(entry.get("bytes"), int) or entry["bytes"] < 1024:
             raise bad(f"volume {short!r} has no valid size")
         for key in ("tree_digest", "meta_digest"):
-            if not re.match(r"^[0-9a-f]{64}$", str(entry.get(key, ""))):
+            if not _hex64(entry.get(key)):
                 raise bad(f"volume {short!r} has no valid {key}")
+
+
+def _hex64(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
 
 
 # --- the app side: the volumes of a stack on this node ----------------------------------

@@ -17,11 +17,13 @@ description:
     C(com.docker.stack.namespace=<stack>)) while the app is undeployed. The new snapshot
     is written into a temporary sibling directory, fsynced and swapped in atomically, so
     the previous snapshot survives any failure or crash. The manifest records, per
-    volume, the archive's sha256, size and file count and a digest of the volume tree;
-    plus O(version), O(commit) and the time it was taken.
-  - V(restored) verifies every archive first (sha256 and size against the manifest, and
-    every member header against the hostile-archive rules) and only then makes each
-    volume exactly equal to its archive - contents, removed extra files, modes, numeric
+    volume, the archive's size, file count and digests (the sha256 of its headers and
+    padding, and a digest of the volume tree that holds each file's content sha256,
+    so each byte is hashed once); plus O(version), O(commit) and the time it was taken.
+  - V(restored) verifies every archive first (size and digests against the manifest,
+    or the whole archive's sha256 for a snapshot recorded before, and every member
+    header against the hostile-archive rules) and only then makes each volume exactly
+    equal to its archive - contents, removed extra files, modes, numeric
     ownership, mtimes (directories too), symlinks and hard links. Each volume is
     extracted into a staging directory beside it and swapped in atomically. A volume
     that does not exist yet is created with the stack's namespace label, so a snapshot
@@ -120,7 +122,7 @@ notes:
   - Volumes are read and written through their local mountpoint
     (C(docker volume inspect) C(Mountpoint)) by GNU tar running on the node, not through
     a helper container. Measured with C(bench/snapshot) on a 1 GiB volume of 39 000
-    files, the whole snapshot (archive, sha256, header scan, tree digests, fsync) took
+    files, the whole snapshot (archive, header scan, digests, fsync) took
     2.65 s, while only streaming the same volume out of a C(busybox tar) helper
     container through C(docker run) took 37.5 s. busybox tar also drops nanosecond
     mtimes and cannot sort members, so a restored tree would not be exactly equal. See
@@ -203,7 +205,7 @@ manifest:
     volumes:
       content:
         archive: content.tar
-        sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+        headers_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
         bytes: 20480
         files: 3
         members: 5
@@ -217,7 +219,10 @@ manifest_digest:
   type: str
   sample: 3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b
 volumes:
-  description: Per volume of the snapshot, its archive and digests.
+  description:
+    - Per volume of the snapshot, its archive and digests. C(headers_sha256) for a
+      snapshot taken now; C(sha256) (of the whole archive) for one recorded before it
+      existed, or streamed from another node. The other is null.
   returned: always
   type: list
   elements: dict
@@ -227,7 +232,8 @@ volumes:
       archive: content.tar
       bytes: 20480
       files: 3
-      sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+      headers_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+      sha256: null
       tree_digest: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
 reasons:
   description: Why a change was (or would be) made; empty when none.
@@ -247,7 +253,7 @@ verified:
   description: Per volume, the result of verifying its archive (O(verify=true) only).
   returned: when O(state=info) and O(verify=true)
   type: dict
-  sample: {content: {sha256: "9f86...", bytes: 20480, members: 5, files: 3}}
+  sample: {content: {headers_sha256: "9f86...", bytes: 20480, members: 5, files: 3}}
 created_volumes:
   description: Docker volumes created by V(restored) because they did not exist.
   returned: when O(state=restored)
@@ -310,6 +316,7 @@ def _volumes(manifest: dict | None, stack: str | None) -> list[dict]:
                 "archive": entry.get("archive"),
                 "bytes": entry.get("bytes"),
                 "files": entry.get("files"),
+                "headers_sha256": entry.get("headers_sha256"),
                 "sha256": entry.get("sha256"),
                 "tree_digest": entry.get("tree_digest"),
             }

@@ -163,7 +163,9 @@ def test_take_writes_manifest_and_archive_whose_digests_match_the_tree(store, tr
     assert store.manifest_digest() == hashlib.sha256(raw).hexdigest()
     entry = manifest["volumes"]["content"]
     archive = (path / "content.tar").read_bytes()
-    assert entry["sha256"] == hashlib.sha256(archive).hexdigest()
+    # each byte hashed once: file contents through the tree digest, every other byte here
+    assert "sha256" not in entry
+    assert entry["headers_sha256"] == headers_sha256(path / "content.tar")
     assert entry["bytes"] == len(archive)
     # the digests computed from the tar stream equal those of the directory walk
     assert entry["tree_digest"] == tree_digest(str(tree))
@@ -177,7 +179,7 @@ def test_take_writes_manifest_and_archive_whose_digests_match_the_tree(store, tr
     assert manifest["recipe"] == "custom-html" and manifest["format"] == 1
     assert manifest["taken_at"].endswith("Z")
     assert "GNU tar" in manifest["archiver"]
-    assert store.verify()["volumes"]["content"]["sha256"] == entry["sha256"]
+    assert store.verify()["volumes"]["content"]["headers_sha256"] == entry["headers_sha256"]
     assert sorted(os.listdir(path.parent)) == ["snapshot"]  # no leftovers
 
 
@@ -236,7 +238,7 @@ def test_a_new_snapshot_replaces_the_old_one(store, tree):
     (tree / "index.html").write_text("v2\n")
     second = store.take({"content": str(tree)}, version="2")
     assert store.manifest() == second
-    assert second["volumes"]["content"]["sha256"] != first["volumes"]["content"]["sha256"]
+    assert second["volumes"]["content"]["tree_digest"] != first["volumes"]["content"]["tree_digest"]
     assert sorted(os.listdir(Path(store.path).parent)) == ["snapshot"]
 
 
@@ -292,6 +294,93 @@ def test_flipped_byte_is_refused_and_the_volume_untouched(store, tree, where):
     assert tree_digest(str(tree)) == changed
     assert listing(tree.parent) == ["_data"]
     with pytest.raises(CorruptSnapshotError, match=r"content\.tar"):
+        store.verify()
+
+
+def headers_sha256(archive: Path) -> str:
+    """sha256 of every byte of ``archive`` that is not a regular file's content (tarfile's
+    reading of where contents lie, independent of our scanner)."""
+    raw = archive.read_bytes()
+    with tarfile.open(archive) as tar:
+        contents = [(m.offset_data, m.size) for m in tar.getmembers() if m.isreg()]
+    digest, pos = hashlib.sha256(), 0
+    for start, size in contents:
+        digest.update(raw[pos:start])
+        pos = start + size
+    digest.update(raw[pos:])
+    return digest.hexdigest()
+
+
+def test_any_flipped_byte_anywhere_is_refused_before_a_byte_is_written(store, tree):
+    """WC3 with the headers digest: header, extended header, content, padding, the
+    end-of-archive blocks and the record padding after them, each refused by verify and
+    by restore (into the volume, and into a new one), the volume untouched."""
+    store.take({"content": str(tree)})
+    archive = Path(store.path) / "content.tar"
+    good = archive.read_bytes()
+    with tarfile.open(archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    big, small = members["./big.bin"], members["./index.html"]
+    end = max(m.offset_data + -(-m.size // 512) * 512 for m in members.values())
+    offsets = {
+        "first header": 3,
+        "extended header data": big.offset + 512 + 20,
+        "ustar header mode": big.offset_data - 512 + 101,
+        "content": big.offset_data + 1_500_000,
+        "last content byte": small.offset_data + small.size - 1,
+        "padding": small.offset_data + small.size,
+        "end-of-archive block": end + 7,
+        "second end block": end + 512 + 300,
+        "record padding": len(good) - 1,
+    }
+    assert offsets["record padding"] >= end + 1024  # GNU tar pads to whole records
+    mutate(tree)
+    changed = tree_digest(str(tree))
+    created: list[str] = []
+    for where, offset in offsets.items():
+        flipped = bytearray(good)
+        flipped[offset] ^= 0x01
+        archive.write_bytes(bytes(flipped))
+        refusal = re.escape(f"archive {archive} does not match its sha256")
+        with pytest.raises(CorruptSnapshotError, match=refusal):
+            store.verify()
+        with pytest.raises(CorruptSnapshotError, match=refusal):
+            store.restore({"content": str(tree)})
+        with pytest.raises(CorruptSnapshotError, match=refusal):
+            store.restore({"content": None}, create=lambda short: created.append(short) or "")
+        assert (where, created) == (where, [])  # nothing created for a refused snapshot
+        assert (where, tree_digest(str(tree))) == (where, changed)
+        assert (where, listing(tree.parent)) == (where, ["_data"])
+    archive.write_bytes(good)
+    store.restore({"content": str(tree)})
+    assert tree_digest(str(tree)) != changed
+
+
+def test_a_snapshot_recorded_with_the_whole_archive_sha256_still_verifies(store, tree):
+    """Manifests written before ``headers_sha256`` (and by the remote data path) carry the
+    whole archive's sha256: read, verified and restored as before, and refused alike."""
+    before = tree_digest(str(tree))
+    store.take({"content": str(tree)})
+    path = Path(store.path)
+    archive = path / "content.tar"
+    data = json.loads((path / "manifest.json").read_text())
+    entry = data["volumes"]["content"]
+    del entry["headers_sha256"]
+    entry["sha256"] = hashlib.sha256(archive.read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(data))
+    assert store.verify()["volumes"]["content"]["sha256"] == entry["sha256"]
+    mutate(tree)
+    assert store.restore({"content": str(tree)})["volumes"]["content"]["sha256"] == entry["sha256"]
+    assert tree_digest(str(tree)) == before
+    mutate(tree)
+    changed = tree_digest(str(tree))
+    flip_byte(archive, archive.stat().st_size - 1)
+    with pytest.raises(CorruptSnapshotError, match=r"does not match its sha256 in the manifest"):
+        store.restore({"content": str(tree)})
+    assert tree_digest(str(tree)) == changed
+    del entry["sha256"]
+    (path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(CorruptSnapshotError, match=r"has no valid headers_sha256 \(or sha256\)"):
         store.verify()
 
 
@@ -489,7 +578,9 @@ def test_scanner_handles_chunks_of_any_size(tree, tmp_path):
             scanner.feed(raw[i : i + step])
         results.add(json.dumps(scanner.finish(), sort_keys=True))
     assert len(results) == 1
-    assert json.loads(results.pop())["tree_digest"] == tree_digest(str(tree))
+    result = json.loads(results.pop())
+    assert result["tree_digest"] == tree_digest(str(tree))
+    assert result["headers_sha256"] == headers_sha256(out)  # whatever the chunks
 
 
 def test_scanner_refuses_a_truncated_stream():
