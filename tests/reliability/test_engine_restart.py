@@ -1,34 +1,37 @@
 """The Docker engine stops or restarts in the middle of a quick run (issue 15, item 5).
 
 On the two-node bed of scripts/multinode (restarting the machine's own engine would take
-every other test down with it). The canonical of custom-html is seeded on the worker, as
-in tests/integration/test_multinode.py: the host cannot see a node's volumes, so only the
-worker's data goes through an engine's API as the bed intends. An outage is both engines
-at once, the manager the plays talk to and the worker that runs the app and holds its
-volume: on a single machine, the one engine is both. Each case starts a quick run held at
-a crash point (``CCCI_PAUSE_AT``) inside a module at work, stops the engines, and then:
+every other test down with it). Two canonicals of custom-html, each in a state dir of its
+own, are seeded on the worker, as in tests/integration/test_multinode.py: the host cannot
+see a node's volumes, so only the worker's data goes through an engine's API as the bed
+intends. An outage is both engines at once, the manager the plays talk to and the worker
+that runs the app and holds its volume: on a single machine, the one engine is both.
+Each outage is played once for two cases, one on each canonical: a quick run of each held
+at its crash point (``CCCI_PAUSE_AT``) inside a module at work, the engines stopped once
+both are held, and then:
 
-* ``restart``: starts them again and lets the run go on (the module meets restarted
-  engines: its connections cut, the app's containers lost);
-* ``stop-20``: lets the run go on with the engines stopped, and starts them 20 s later.
+* ``restart``: starts them again and lets the runs go on (the modules meet restarted
+  engines: their connections cut, the apps' containers lost);
+* ``stop-20``: lets the runs go on with the engines stopped, and starts them 20 s later.
 
 Each case asserts: the run ends ERROR (never FAIL: the change under test did nothing
 wrong), exit non-zero, its record's error naming the engine; no stage is recorded as
 failed; the next quick run of the recipe puts the canonical back and PASSes; the
 known-good (registry, manifest, the volume's tree on the node) is exactly as before.
+The plays use the battery's catalog (tests/support/warmbed.py: the ``install`` and
+``upgrade`` stages, health looked at every second): the warm layer is under test here,
+not the example recipe's own tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import pytest
-from support.ansible import dump, run_playbook
-from support.fixtures import environ, init_state, lane_vars
 from support.multinode import (
     ADDRESS,
     KNOWN_GOOD_KEYS,
@@ -36,15 +39,10 @@ from support.multinode import (
     WORKER,
     bed,
     bed_up,
-    record_of,
     sock,
     tree_on,
 )
-
-from ansible_collections.coopcloud.ci.plugins.module_utils._names import (
-    canonical_domain,
-    stack_name,
-)
+from support.warmbed import Bed, make_catalog, run_id
 
 pytestmark = ON_THE_BED
 
@@ -60,42 +58,54 @@ CASES = [
     ("put-back, engine stopped 20 s", "quick", HTML, "canonical.undeployed", "stop-20"),
 ]
 DOWN_FOR = {"restart": 0, "stop-20": 20}
+#: The canonical each moment's runs use (an index into ``seeded["canonicals"]``): the two
+#: cases of one outage never share a canonical.
+CANONICAL = {"deploy.converged@2": 0, "canonical.undeployed": 1}
+#: The bed's settings that bed_up() puts in the environment and a play must inherit
+#: (Bed.start hands a play none of the CCCI_* variables of ours but those it is given).
+BED_ENV = ("CCCI_NODE_ENGINES", "CCCI_HELPER_IMAGE")
 
 
 @pytest.fixture(scope="module")
 def seeded(examples, examples_root, tmp_path_factory):
-    """The bed up and a canonical of custom-html seeded on the worker by a green cold run."""
+    """The bed up and two canonicals of custom-html seeded on the worker, each by a green
+    cold run in a state dir of its own (the two runs at once)."""
     tmp = tmp_path_factory.mktemp("engine-restart")
-    env = {
-        "tmp": tmp,
-        "state_dir": init_state(tmp / "state"),
-        "recipes_dir": examples_root,
-        "suffix": f"e{os.urandom(3).hex()}.ccci.test",
-    }
+    canonicals = []
+    for n in range(len(set(CANONICAL.values()))):
+        one = Bed.make(tmp / f"c{n}", examples_root, f"e{os.urandom(3).hex()}",
+                       ["install", "upgrade"])  # fmt: skip
+        one.catalog = make_catalog(one.tmp / "catalog", ["install", "upgrade"], 120)
+        one.deploy_timeout = 300  # the deploy after an outage waits for the swarm to re-form
+        canonicals.append(one)
     with bed_up():
-        env["manager"] = docker.DockerClient(base_url=ENGINES[0])
-        env["worker"] = docker.DockerClient(base_url=ENGINES[1])
-        rid, res = play(env, "cold.yml", examples[HTML]["latest"],
-                        ccci_constraints=[f"node.hostname == {WORKER}"])  # fmt: skip
-        assert res.rc == 0, dump(res)
-        assert record_of(env, rid)["verdict"] == "PASS"
+        env = {"canonicals": canonicals, "env": {key: os.environ[key] for key in BED_ENV},
+               "manager": docker.DockerClient(base_url=ENGINES[0]),
+               "worker": docker.DockerClient(base_url=ENGINES[1])}  # fmt: skip
+        started = time.monotonic()
+        seeding = [start(env, one, "cold.yml", examples[HTML]["latest"],
+                         ccci_constraints=[f"node.hostname == {WORKER}"])
+                   for one in canonicals]  # fmt: skip
+        for one, (rid, running) in zip(canonicals, seeding, strict=True):
+            assert running.wait(900) == 0, running.output()[-8000:]
+            assert one.record(rid)["verdict"] == "PASS"
+        print(f"two canonicals seeded in {time.monotonic() - started:.0f} s")
         yield env
 
 
-def play(env: dict, book: str, ref: str, **more):
-    rid = os.urandom(3).hex()
+def start(env: dict, one: Bed, book: str, ref: str, point: str | None = None, **more):
+    """``book`` at ``ref`` on canonical ``one``'s state dir, started: (run id, play)."""
+    rid = run_id()
     more.setdefault("ccci_published_host", ADDRESS[WORKER])  # host-mode ports: the app's node
-    args = lane_vars(env["recipes_dir"], env["state_dir"], env["suffix"], HTML, ref, rid, **more)
-    private = env["tmp"] / f"runner-{rid}"
-    private.mkdir()
-    return rid, run_playbook(book, args, private_dir=private)
+    return rid, one.start(book, one.extravars(HTML, ref, rid, **more), point=point,
+                          env=env["env"])  # fmt: skip
 
 
-def known_good(env: dict) -> dict:
+def known_good(env: dict, one: Bed) -> dict:
     """The canonical as it rests: registry, manifest bytes, and its volume's tree on the worker."""
-    registry = json.loads((env["state_dir"] / HTML / "canonical.json").read_text())
-    manifest = (env["state_dir"] / HTML / "snapshot" / "manifest.json").read_bytes()
-    stack = stack_name(canonical_domain(HTML, env["suffix"]))
+    registry = one.registry(HTML)
+    manifest = one.manifest_bytes(HTML)
+    stack = one.stack(HTML)
     label = {"label": f"com.docker.stack.namespace={stack}"}
     return {
         "registry": {key: registry[key] for key in (*KNOWN_GOOD_KEYS, "status")},
@@ -106,66 +116,74 @@ def known_good(env: dict) -> dict:
     }
 
 
-def held_run(env: dict, ref: str, moment: str, outage: str) -> tuple[str, object, float]:
-    """A quick run held at ``moment``; the engines stopped there, then ``outage`` played."""
-    pause_dir = env["tmp"] / f"pause-{os.urandom(3).hex()}"
-    pause_dir.mkdir()
-    marker = pause_dir / f"{moment}.reached"
-    out: dict = {}
-
-    def run() -> None:
-        out["rid"], out["res"] = play(env, "quick.yml", ref)
-
-    with environ(CCCI_PAUSE_AT=moment, CCCI_PAUSE_DIR=str(pause_dir), CCCI_PAUSE_TIMEOUT="600"):
-        runner = threading.Thread(target=run)
-        runner.start()
-        deadline = time.monotonic() + 600
-        while not marker.exists():
-            assert runner.is_alive() and time.monotonic() < deadline, f"{moment} never reached"
-            time.sleep(0.1)
-    started = time.monotonic()
-    bed("stop", "mn2")
-    bed("stop", "mn1")
+def held_runs(env: dict, cases: list[tuple], ref: str, outage: str) -> dict:
+    """A quick run for each case, on its canonical, held at its moment; once all are held,
+    the engines stopped there, then ``outage`` played. Each case's (run id, rc, output)."""
+    runs = {case[0]: start(env, env["canonicals"][CANONICAL[case[3]]], "quick.yml", ref,
+                           point=case[3])
+            for case in cases}  # fmt: skip
     try:
-        if outage == "restart":
-            bed("start", "mn1")
-            bed("start", "mn2")
-            marker.unlink()  # the module goes on, against restarted engines
-        else:
-            marker.unlink()  # the module goes on, against no engine at all
-            time.sleep(DOWN_FOR[outage])
-    finally:
-        if marker.exists():
-            marker.unlink()
-        bed("start", "mn1")  # idempotent: up whatever happened above
-        bed("start", "mn2")
-    runner.join(900)
-    assert not runner.is_alive(), "the held run never ended"
-    return out["rid"], out["res"], time.monotonic() - started
+        for _rid, running in runs.values():
+            running.wait_point(600)
+    except AssertionError:
+        for _rid, running in runs.values():
+            running.kill()
+        raise
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:  # the two engines stop (and start) side by side
+        list(pool.map(lambda node: bed("stop", node), ("mn2", "mn1")))
+        try:
+            if outage == "restart":
+                list(pool.map(lambda node: bed("start", node), ("mn1", "mn2")))
+                for _rid, running in runs.values():
+                    running.marker().unlink()  # the modules go on, against restarted engines
+            else:
+                for _rid, running in runs.values():
+                    running.marker().unlink()  # the modules go on, against no engine at all
+                time.sleep(DOWN_FOR[outage])
+        finally:
+            for _rid, running in runs.values():
+                running.marker().unlink(missing_ok=True)
+            # idempotent: up whatever happened above
+            list(pool.map(lambda node: bed("start", node), ("mn1", "mn2")))
+    ended = {case: (rid, running.wait(900), running.output()) for case, (rid, running)
+             in runs.items()}  # fmt: skip
+    seconds = time.monotonic() - started
+    print(f"{outage}: {len(runs)} held runs ended {seconds:.0f} s after the stop")
+    return ended
 
 
 @pytest.fixture(scope="module")
 def outcomes(seeded, examples):
-    """Every case in turn on the one canonical: (before, the held run, the next run, after)."""
+    """Each outage once, over one case of each canonical: (before, the held run, the next
+    run, after) of every case."""
     ref = examples[HTML]["previous"]
     found = {}
-    for case, _play, _recipe, moment, outage in CASES:
-        before = known_good(seeded)
-        rid, res, seconds = held_run(seeded, ref, moment, outage)
-        held = (record_of(seeded, rid), res)
-        next_rid, next_res = play(seeded, "quick.yml", ref)
-        found[case] = {"before": before, "held": held, "seconds": seconds,
-                       "next": (record_of(seeded, next_rid), next_res),
-                       "after": known_good(seeded)}  # fmt: skip
-        print(f"{case}: held run {held[0]['verdict']} in {seconds:.0f} s after the stop")
+    for outage in DOWN_FOR:
+        cases = [case for case in CASES if case[4] == outage]
+        ones = {case[0]: seeded["canonicals"][CANONICAL[case[3]]] for case in cases}
+        before = {name: known_good(seeded, one) for name, one in ones.items()}
+        held = held_runs(seeded, cases, ref, outage)
+        started = time.monotonic()
+        following = {name: start(seeded, one, "quick.yml", ref) for name, one in ones.items()}
+        for name, (rid, running) in following.items():
+            one = ones[name]
+            rc = running.wait(900)  # its record is written by the end of the play
+            found[name] = {
+                "before": before[name],
+                "held": (one.record(held[name][0]), held[name][1], held[name][2]),
+                "next": (one.record(rid), rc, running.output()),
+                "after": known_good(seeded, one),
+            }
+        print(f"{outage}: the next runs ended in {time.monotonic() - started:.0f} s")
     return found
 
 
 @pytest.mark.parametrize("case", [c[0] for c in CASES])
 def test_an_engine_outage_ends_the_run_error_and_the_next_run_passes(outcomes, case):
     out = outcomes[case]
-    record, res = out["held"]
-    assert res.rc != 0, dump(res)
+    record, rc, output = out["held"]
+    assert rc != 0, output[-8000:]
     assert record["verdict"] == "ERROR", (record["verdict"], record["error"], record["stages"])
     assert "fail" not in record["stages"].values(), record["stages"]
     # the sentence names the engine: its socket, and the node when it is another node's
@@ -173,8 +191,8 @@ def test_an_engine_outage_ends_the_run_error_and_the_next_run_passes(outcomes, c
     assert any(engine in record["error"] for engine in ENGINES), record["error"]
     assert [seen["address"] for seen in record["engines"]] == list(ENGINES), record["engines"]
 
-    record, res = out["next"]
-    assert res.rc == 0, dump(res)
+    record, rc, output = out["next"]
+    assert rc == 0, output[-8000:]
     assert (record["mode"], record["verdict"]) == ("quick", "PASS"), record
     assert record["engine_fault"] is False and record["error"] is None, record
 
