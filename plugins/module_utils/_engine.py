@@ -144,17 +144,25 @@ def _boot_time() -> float:
     raise OSError("no btime in /proc/stat")
 
 
-def _started(pid: int) -> float:
-    """When process ``pid`` started (seconds since the epoch), from ``/proc``."""
+def _start_ticks(pid: int) -> int:
+    """When process ``pid`` started, in clock ticks since the machine booted (``/proc``):
+    fixed for the life of the process, unlike the wall-clock time derived from it."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[19])  # field 22, starttime, counted after the command's ")"
+    return int(fields[19])  # field 22, starttime, counted after the command's ")"
+
+
+def _started(ticks: int) -> float:
+    """The wall-clock time (seconds since the epoch) of ``ticks`` after boot, for reading.
+    The kernel's boot time (``btime``) moves when the clock is adjusted (seconds on a
+    virtual machine), so this is never what tells two processes apart."""
     return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def boot(url: str) -> dict[str, Any] | None:
-    """Who answers at engine ``url`` now: ``{address, pid, started}``; ``answers: False``
-    when nothing does; ``None`` for an engine that is not a local unix socket."""
+    """Who answers at engine ``url`` now: ``{address, pid, ticks, started}`` (the process,
+    its start in clock ticks since boot, and that start as a time to read); ``answers:
+    False`` when nothing does; ``None`` for an engine that is not a local unix socket."""
     path = _socket_path(url)
     if path is None:
         return None
@@ -164,9 +172,11 @@ def boot(url: str) -> dict[str, Any] | None:
         sock.connect(path)
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid = struct.unpack("3i", creds)[0]
-        return {"address": url, "pid": pid, "started": round(_started(pid), 2), "answers": True}
+        ticks = _start_ticks(pid)
+        return {"address": url, "pid": pid, "ticks": ticks, "started": round(_started(ticks), 2),
+                "answers": True}  # fmt: skip
     except OSError:
-        return {"address": url, "pid": None, "started": None, "answers": False}
+        return {"address": url, "pid": None, "ticks": None, "started": None, "answers": False}
     finally:
         sock.close()
 
@@ -189,7 +199,7 @@ def restarted(before: list[Mapping[str, Any]] | None) -> str | None:
         if not now["answers"]:
             problems.append(f"the Docker engine at {was['address']} stopped during the run "
                             "and does not answer now")  # fmt: skip
-        elif (now["pid"], now["started"]) != (was["pid"], was["started"]):
+        elif (now["pid"], now["ticks"]) != (was["pid"], was.get("ticks", now["ticks"])):
             problems.append(
                 f"the Docker engine at {was['address']} restarted during the run (process "
                 f"{was['pid']} then {now['pid']})"
