@@ -361,15 +361,41 @@ def _notes(record: RunRecord, notes: list[str]) -> None:
         record.note(text)
 
 
+def _record_stage(
+    record: RunRecord,
+    name: str,
+    result: str,
+    message: str | None,
+    started_at: str | None = None,
+    finished_at: str | None = None,
+    *,
+    compare_times: bool = True,
+) -> None:
+    """Record stage ``name`` unless the record already holds it so (a repeated call is
+    ``ok``); a stage put aside as skipped is handed again with each write, so its times
+    are not compared."""
+    detail = record.data["stage_details"].get(name)
+    same = (
+        detail is not None
+        and detail["result"] == result
+        and detail["message"] == clean_text(message, "message")
+        and (
+            not compare_times
+            or (
+                _same_time(started_at, detail["started_at"])
+                and _same_time(finished_at, detail["finished_at"])
+            )
+        )
+    )
+    if not same:
+        record.stage(name, result, message, started_at, finished_at)
+
+
 def _skipped(record: RunRecord, skipped: list[dict]) -> None:
     for item in skipped:
-        detail = record.data["stage_details"].get(item["stage"])
-        if (
-            detail is None
-            or detail["result"] != "skip"
-            or detail["message"] != clean_text(item["message"], "message")
-        ):
-            record.stage(item["stage"], "skip", item["message"], finished_at=item["at"])
+        _record_stage(
+            record, item["stage"], "skip", item["message"], None, item["at"], compare_times=False
+        )
 
 
 def started(p: dict, state_dir: str, current: RunRecord | None) -> RunRecord:
@@ -416,16 +442,7 @@ def _marks(p: dict, record: RunRecord) -> None:
 
 def stage(p: dict, current: RunRecord) -> RunRecord:
     _skipped(current, p["skipped"])
-    detail = current.data["stage_details"].get(p["stage"])
-    same = (
-        detail is not None
-        and detail["result"] == p["result"]
-        and detail["message"] == clean_text(p["message"], "message")
-        and _same_time(p["started_at"], detail["started_at"])
-        and _same_time(p["finished_at"], detail["finished_at"])
-    )
-    if not same:
-        current.stage(p["stage"], p["result"], p["message"], p["started_at"], p["finished_at"])
+    _record_stage(current, p["stage"], p["result"], p["message"], p["started_at"], p["finished_at"])
     _notes(current, p["notes"])
     return current
 
