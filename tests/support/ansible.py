@@ -1,8 +1,9 @@
 """Run the collection's modules and plays the way operators do: through ansible-runner.
 
-``run_module`` wraps one task in a throw-away play; ``run_playbook`` runs a play of
-``playbooks/``. Both return a :class:`Result` with the exit status, the full stdout and,
-for each task, the module result taken from ansible-runner's events.
+``run_module`` wraps one task in a throw-away play, ``run_play`` runs a play given as
+data and ``run_playbook`` runs a play of ``playbooks/``. Each returns a :class:`Result`
+with the exit status, the full stdout and, for each task, the module result taken from
+ansible-runner's events.
 """
 
 from __future__ import annotations
@@ -108,13 +109,18 @@ def run_module(
             "tasks": [{"name": name, fqcn: args}],
         }
     ]
+    flags = " ".join(f for f, on in (("--check", check), ("--diff", diff)) if on)
+    return run_play(play, flags=flags)
+
+
+def run_play(play: list, extravars: dict | None = None, *, flags: str = "") -> Result:
+    """Run a play given as data (a list of plays, as in a playbook file) on localhost."""
     with tempfile.TemporaryDirectory(prefix="ccci-runner-") as tmp:
         private = Path(tmp)
         (private / "project").mkdir()
         playbook = private / "project" / "play.yml"
         playbook.write_text(yaml.safe_dump(play))
-        flags = " ".join(f for f, on in (("--check", check), ("--diff", diff)) if on)
-        return _run(private, str(playbook), None, flags, None)
+        return _run(private, str(playbook), extravars, flags, None)
 
 
 def run_playbook(
