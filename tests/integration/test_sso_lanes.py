@@ -377,7 +377,7 @@ def test_no_secret_of_an_sso_run_reaches_output_records_alerts_or_runner_artifac
     realm = f"{RECIPE}-{unique}"
     state = init_state(tmp_path / "state")
     # bin/ccci, as the timers and Drone start plays: Keycloak settings from the environment,
-    # at verbosity 3 (every EXEC line and module result that is not no_log)
+    # at verbosity 3 (every module result, with its invocation, that is not no_log)
     env = play_env(kc.base_url, sentinel, ANSIBLE_VERBOSITY="3", CCCI_STATE_DIR=str(state))
     args = extravars(recipes_dir, state, unique)
     cmd = [sys.executable, str(ROOT / "bin" / "ccci"), "run", "cold.yml"]
