@@ -36,6 +36,7 @@ import ansible.module_utils.basic  # noqa: F401  pylint: disable=unused-import
 from ansible.module_utils import _internal
 from ansible.module_utils._internal import _traceback
 from ansible.module_utils.common.json import Direction, get_module_encoder
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 from ansible.vars.clean import remove_internal_keys
@@ -85,8 +86,8 @@ class ModuleHere(ActionBase):
             return False
         if self._connection.transport != "local":
             return False
-        if not self._templar.template(task_vars.get(SWITCH, True)):
-            return False
+        if not boolean(self._templar.template(task_vars.get(SWITCH, True)), strict=False):
+            return False  # `-e ccci_modules_here=false` arrives as the string "false"
         interpreter = self._templar.template(task_vars.get("ansible_python_interpreter") or "")
         return bool(interpreter) and os.path.abspath(interpreter) == sys.executable
 

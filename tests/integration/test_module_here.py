@@ -91,7 +91,8 @@ def _comparable(value):
 def both(tmp_path_factory):
     """The play's result on each path, each with a fresh state dir of its own."""
     results = {}
-    for path, here in (("here", True), ("stock", False)):
+    # "false" as `-e ccci_modules_here=false` gives it: a string, not a bool
+    for path, here in (("here", True), ("stock", "false")):
         base = tmp_path_factory.mktemp(path)
         init_state_dir(str(base / "state"))
         (base / "recipes").mkdir()
