@@ -24,6 +24,7 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._common import CcciEr
 CHUNK = 1 << 20
 DEFAULT_MAX_MEMBERS = 1_000_000
 _PAX_MAX = 1 << 20
+_ZERO_BLOCK = bytes(512)
 
 
 class SnapshotError(CcciError, RuntimeError):
@@ -46,7 +47,7 @@ def _field(value: bytes) -> bytes:
 
 
 def _record(path: bytes, kind: bytes, *fields: bytes) -> bytes:
-    return b"".join(_field(f) for f in (path, kind, *fields)) + b"\n"
+    return b"".join([b"%d:%s," % (len(f), f) for f in (path, kind, *fields)]) + b"\n"
 
 
 def _meta(mode: int, uid: int, gid: int, mtime_ns: int) -> tuple[bytes, ...]:
@@ -77,8 +78,8 @@ class _TreeHasher:
         self.entries += 1
         rec = _record(path, kind, *meta, extra)
         self.meta.update(rec)
-        if content is not None:
-            rec = _record(path, kind, *meta, extra, content)
+        if content is not None:  # the same record with the content field before its end
+            rec = rec[:-1] + _field(content) + b"\n"
         self.tree.update(rec)
 
 
@@ -223,6 +224,10 @@ _ALLOWED = {
 
 
 def _number(field: bytes, what: str) -> int:
+    try:  # the common form: octal digits, ended by NUL or space
+        return int(field.rstrip(b"\0 "), 8)
+    except ValueError:
+        pass
     if field and field[0] & 0x80:  # GNU base-256
         value = int.from_bytes(field, "big", signed=False) & ((1 << (8 * len(field) - 1)) - 1)
         if field[0] & 0x40:  # negative
@@ -380,19 +385,6 @@ class TarScanner:
             self.sink.process(self.events)
             self.events.clear()
 
-    def skip_data(self) -> int:
-        """Bytes of member data (with padding) that need not be read, now; they count as read.
-
-        Only without digests and only for data the rules do not look at (file contents,
-        not extended headers): a caller holding a seekable file seeks past them, so a
-        header-only scan reads the headers and little else.
-        """
-        if self.events is not None or self._collect is not None or not self._data_left:
-            return 0
-        skipped = self._data_left + self._pad_left
-        self._data_left = self._pad_left = 0
-        return skipped
-
     def take_events(self) -> list[Any]:
         if self.events is None:
             return []
@@ -415,11 +407,11 @@ class TarScanner:
 
     # headers ----------------------------------------------------------------------
     def _header(self, block: bytes) -> None:
-        if block == bytes(512):
+        if block == _ZERO_BLOCK:
             self.ended = True
             return
         stored = _number(block[148:156], "checksum")
-        unsigned = sum(block[:148]) + 256 + sum(block[156:])
+        unsigned = sum(block) - sum(block[148:156]) + 256  # the checksum field counts as spaces
         if stored != unsigned:
             signed = sum(b - 256 if b > 127 else b for b in block[:148] + block[156:]) + 256
             if stored != signed:

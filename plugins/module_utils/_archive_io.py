@@ -2,13 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Reading snapshot archives from disk. PRIVATE to the collection.
 
-Three ways to read one archive against its manifest entry (``bytes`` and its digests:
+Two ways to read one archive against its manifest entry (``bytes`` and its digests:
 ``headers_sha256`` with ``tree_digest``, or an older entry's ``sha256``), each built on
-:class:`_archive.TarScanner` and each byte hashed at most once:
+:class:`_archive.TarScanner` and each byte hashed once:
 
 * :func:`verify_archive` reads it whole: size, digests and every member header;
-* :func:`scan_headers` checks the size and every header only, seeking past file
-  contents: the cheap check a restore runs before it writes a byte;
 * :func:`extract_archive` streams it into GNU tar's extract, hashing every byte on its
   way and checking every header before the chunk holding it is passed on.
 
@@ -155,36 +153,6 @@ def verify_archive(
     finally:
         check.close()
     return result
-
-
-def scan_headers(
-    path: str, entry: Mapping[str, Any], max_members: int = _archive.DEFAULT_MAX_MEMBERS
-) -> None:
-    """Check the archive's size and every member header, seeking past file contents.
-
-    The cheap half of a verify: what the hostile rules look at, without hashing. It
-    lets a restore refuse a hostile archive before a byte is written, and hash each
-    byte only once, while it is extracted (:func:`extract_archive`).
-    """
-    scanner = _archive.TarScanner(f"archive {path}", max_members)
-    handle = _open_archive(path, 1 << 16)
-    try:
-        with handle:
-            _check_size(path, handle, entry)
-            while not scanner.ended:
-                block = handle.read(512)
-                if not block:
-                    break
-                scanner.feed(block)
-                skip = scanner.skip_data()
-                if skip:
-                    handle.seek(skip, os.SEEK_CUR)
-        scanner.finish()  # a truncated archive is refused here
-    except _archive.HostileArchiveError:
-        raise
-    except _archive.CorruptSnapshotError:
-        verify_archive(path, entry, max_members)  # the digest mismatch is the clearer error
-        raise
 
 
 def extract_archive(

@@ -32,6 +32,9 @@ TAR_CREATE = [
 ]
 TAR_EXTRACT = [
     "--extract",
+    # read the pipe 1 MiB at a time, not in 10 KiB records: a third of tar's system time
+    # in a restore (bench/snapshot); any archive's record size reads this way
+    "--record-size=1M",
     "--numeric-owner",
     "--same-owner",
     "--same-permissions",

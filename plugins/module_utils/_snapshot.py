@@ -58,7 +58,6 @@ from ansible_collections.coopcloud.ci.plugins.module_utils._archive import (  # 
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._archive_io import (
     extract_archive,
-    scan_headers,
     verify_archive,
 )
 from ansible_collections.coopcloud.ci.plugins.module_utils._fsops import (
@@ -411,12 +410,14 @@ class SnapshotStore:
     ) -> dict[str, Any]:
         """Make each ``short name -> directory`` exactly equal to its archive.
 
-        Every archive named is verified first (size, digests, every member header);
-        nothing is written before all pass. A target of ``None`` is a volume that does not
-        exist yet: ``create(short)`` makes it and returns its directory, only once every
-        archive has passed (a corrupt or hostile snapshot creates nothing). Each archive
-        is then extracted into a staging directory beside its target and exchanged with
-        it; the replaced tree is removed.
+        Each archive is extracted into a staging directory beside its target while it is
+        verified (size, digests, every member header checked before GNU tar sees it, each
+        byte hashed once); only when every archive has passed are the staging
+        directories exchanged with their targets, and the replaced trees removed. A
+        refusal removes the staging directories: no target is touched. A target of
+        ``None`` is a volume that does not exist yet: ``create(short)`` makes it and
+        returns its directory, only once every archive has been verified whole (a corrupt
+        or hostile snapshot creates nothing).
         """
         if not targets:
             raise SnapshotError("nothing to restore: no volumes given")
@@ -440,12 +441,12 @@ class SnapshotStore:
             if os.path.lexists(target) and not os.path.isdir(target):
                 raise SnapshotError(f"volume {short!r}: {target} exists and is not a directory")
         verified = {}
+        # Into existing volumes, each archive is checked while it streams into a staging
+        # directory beside its volume: every member header before GNU tar sees it, every
+        # byte hashed once. A refusal removes the staging directory, so the volume is
+        # untouched. A volume to create is created only for archives verified whole first.
         creating = any(target is None for target in targets.values())
-        if not creating:  # a hostile archive is refused before a byte is written
-            for short in sorted(targets):
-                entry = manifest["volumes"][short]
-                scan_headers(os.path.join(self.path, entry["archive"]), entry, self.max_members)
-        else:  # nothing is created for a snapshot that would be refused
+        if creating:  # nothing is created for a snapshot that would be refused
             for short in sorted(targets):
                 entry = manifest["volumes"][short]
                 archive = os.path.join(self.path, entry["archive"])
