@@ -36,6 +36,7 @@ import ansible.module_utils.basic  # noqa: F401  pylint: disable=unused-import
 from ansible.module_utils import _internal
 from ansible.module_utils._internal import _traceback
 from ansible.module_utils.common.json import Direction, get_module_encoder
+from ansible.errors import AnsibleActionFail
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
@@ -86,8 +87,8 @@ class ModuleHere(ActionBase):
             return False
         if self._connection.transport != "local":
             return False
-        if not boolean(self._templar.template(task_vars.get(SWITCH, True)), strict=False):
-            return False  # `-e ccci_modules_here=false` arrives as the string "false"
+        if not switch_on(self._templar.template(task_vars.get(SWITCH, True))):
+            return False
         interpreter = self._templar.template(task_vars.get("ansible_python_interpreter") or "")
         return bool(interpreter) and os.path.abspath(interpreter) == sys.executable
 
@@ -113,6 +114,21 @@ class ModuleHere(ActionBase):
             if stream in data and f"{stream}_lines" not in data:
                 data[f"{stream}_lines"] = (data.get(stream) or "").splitlines()
         return data
+
+
+def switch_on(value) -> bool:
+    """``ccci_modules_here`` as a boolean; anything else fails the task with one message.
+
+    ``-e ccci_modules_here=false`` arrives as the string "false", so strings that Ansible
+    reads as booleans count; a value that is neither (a typo) is refused, not guessed.
+    """
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        raise AnsibleActionFail(
+            f"{SWITCH} must be true or false (it chooses how the collection's modules run), "
+            f"not {value!r}"
+        ) from None
 
 
 def _as_a_target():

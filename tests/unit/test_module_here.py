@@ -62,3 +62,21 @@ def test_a_module_that_cannot_be_found_fails_in_the_child(modules):
     rc, stdout, _ = run("no_such_module_here")
     assert rc == 1
     assert "no_such_module_here" in stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [(True, True), (False, False), ("false", False), ("no", False), ("True", True), (1, True)],
+)
+def test_the_switch_reads_booleans_and_their_strings(value, on):
+    assert module_here.switch_on(value) is on
+
+
+@pytest.mark.parametrize("value", ["maybe", "flase", 2, ""])
+def test_the_switch_refuses_anything_else_with_one_message(value):
+    from ansible.errors import AnsibleActionFail
+
+    with pytest.raises(AnsibleActionFail) as err:
+        module_here.switch_on(value)
+    assert str(err.value).startswith("ccci_modules_here must be true or false")
+    assert repr(value) in str(err.value)
