@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -80,3 +81,27 @@ def test_the_switch_refuses_anything_else_with_one_message(value):
         module_here.switch_on(value)
     assert str(err.value).startswith("ccci_modules_here must be true or false")
     assert repr(value) in str(err.value)
+
+
+def test_preload_imports_what_a_module_imports_and_not_the_module(tmp_path):
+    """In a fresh interpreter, as the controller is before it forks its first worker."""
+    code = (
+        "import json, sys\n"
+        "from ansible_collections.coopcloud.ci.plugins.plugin_utils import module_here\n"
+        "mod = 'ansible_collections.coopcloud.ci.plugins.modules.volume_marker'\n"
+        "dep = 'ansible_collections.coopcloud.ci.plugins.module_utils._volume_files'\n"
+        "before = dep in sys.modules\n"
+        "module_here.preload(mod)\n"
+        "module_here.preload('ansible_collections.other.ns.plugins.modules.x')\n"
+        "module_here.preload('ansible_collections.coopcloud.ci.plugins.modules.no_such')\n"
+        "print(json.dumps([before, dep in sys.modules, mod in sys.modules,\n"
+        "  any(m.startswith('ansible_collections.other') for m in sys.modules)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert json.loads(out.stdout) == [False, True, False, False]
