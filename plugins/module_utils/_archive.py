@@ -47,7 +47,7 @@ def _field(value: bytes) -> bytes:
 
 
 def _record(path: bytes, kind: bytes, *fields: bytes) -> bytes:
-    return b"".join([b"%d:%s," % (len(f), f) for f in (path, kind, *fields)]) + b"\n"
+    return b"".join([_field(f) for f in (path, kind, *fields)]) + b"\n"
 
 
 def _meta(mode: int, uid: int, gid: int, mtime_ns: int) -> tuple[bytes, ...]:

@@ -441,10 +441,6 @@ class SnapshotStore:
             if os.path.lexists(target) and not os.path.isdir(target):
                 raise SnapshotError(f"volume {short!r}: {target} exists and is not a directory")
         verified = {}
-        # Into existing volumes, each archive is checked while it streams into a staging
-        # directory beside its volume: every member header before GNU tar sees it, every
-        # byte hashed once. A refusal removes the staging directory, so the volume is
-        # untouched. A volume to create is created only for archives verified whole first.
         creating = any(target is None for target in targets.values())
         if creating:  # nothing is created for a snapshot that would be refused
             for short in sorted(targets):
