@@ -1,4 +1,4 @@
-"""Hostile archives (issue 8, item 3): refused before a byte is written.
+"""Hostile archives (issue 8, item 3): refused before a byte lands in the volume.
 
 Each case is an archive built with Python's ``tarfile``: a harmless directory and file,
 then one hostile member. It is installed as a snapshot slot whose manifest carries the
